@@ -1,0 +1,1 @@
+"""bitad's model toolchain: import, train BiTA adapters, export and quantise model packages."""

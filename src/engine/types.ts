@@ -1,0 +1,94 @@
+/** The engine's public surface: what the daemon, CLI and benchmarks see. */
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface GenerateRequest {
+  /** Plain prompt text; exactly one of prompt/messages. */
+  prompt?: string;
+  /** Chat messages, rendered with the package's chat template (or a plain fallback). */
+  messages?: ChatMessage[];
+  maxTokens?: number; // default 128
+  temperature?: number; // 0 = greedy (default)
+  topP?: number; // default 1
+  topK?: number; // default 0 = off
+  seed?: number;
+  stop?: string[];
+  /** 'bita' (default when the package has adapters) or 'plain' (Q=1 autoregressive). */
+  mode?: 'bita' | 'plain';
+}
+
+export interface Chunk {
+  text: string;
+  tokens: number[];
+}
+
+export type FinishReason = 'eos' | 'length' | 'stop' | 'cancelled';
+
+export interface GenerateStats {
+  promptTokens: number;
+  outputTokens: number;
+  prefillMs: number;
+  ttftMs: number;
+  totalMs: number;
+  /** Mean time per output token after the first. */
+  tpotMs: number;
+  tokensPerS: number;
+  steps: number;
+  /** Committed tokens per step (accepted drafts + 1). */
+  meanAcceptedTokens: number;
+  /** Histogram: index n = steps that committed n tokens. */
+  acceptedHistogram: number[];
+  meanRowsPerStep: number;
+  /** Sum of session.run time and of everything else in the step loop. */
+  runMs: number;
+  hostMs: number;
+  finishReason: FinishReason;
+}
+
+export interface GenerateResult {
+  text: string;
+  tokens: number[];
+  stats: GenerateStats;
+}
+
+export interface EngineInfo {
+  model: string;
+  contextLength: number;
+  vocabSize: number;
+  bita: boolean;
+  treeBudget: number;
+}
+
+export type EngineErrorCode =
+  | 'bad_request'
+  | 'prompt_too_long'
+  | 'cancelled'
+  | 'model_error'
+  | 'package_invalid';
+
+export class EngineError extends Error {
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
+
+export interface GenerateOptions {
+  signal?: AbortSignal;
+  onChunk?: (chunk: Chunk) => void;
+}
+
+/** One model, one generation at a time (the scheduler serialises requests). */
+export interface Engine {
+  info(): EngineInfo;
+  generate(req: GenerateRequest, opts?: GenerateOptions): Promise<GenerateResult>;
+  /** Row budget for the draft tree (nodes + mask rows); the load-aware controller drives it. */
+  setTreeBudget(rows: number): void;
+  close(): Promise<void>;
+}
