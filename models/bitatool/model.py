@@ -71,6 +71,15 @@ def rope(x, pos, theta: float):
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
 
+def _repeat_kv(x, rep: int):
+    """[B, KVH, T, D] -> [B, KVH*rep, T, D], head h reading KV head h // rep (GQA). Written with
+    expand/reshape on traced sizes so the ONNX export keeps T dynamic (repeat_interleave does not)."""
+    if rep == 1:
+        return x
+    b, kvh, t, d = x.shape
+    return x.unsqueeze(2).expand(b, kvh, rep, t, d).reshape(b, kvh * rep, t, d)
+
+
 class Attention(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
@@ -93,14 +102,14 @@ class Attention(nn.Module):
         keys = torch.cat([past_k, k], 1) if past_k is not None else k  # [B, T, KVH, D]
         vals = torch.cat([past_v, v], 1) if past_v is not None else v
         rep = c.n_heads // c.n_kv_heads
-        keys = keys.transpose(1, 2).repeat_interleave(rep, 1)  # [B, H, T, D]
-        vals = vals.transpose(1, 2).repeat_interleave(rep, 1)
+        keys = _repeat_kv(keys.transpose(1, 2), rep)  # [B, H, T, D]
+        vals = _repeat_kv(vals.transpose(1, 2), rep)
         qh = q.transpose(1, 2)  # [B, H, Q, D]
         scale = 1.0 / math.sqrt(hd)
         scores = torch.matmul(qh, keys.transpose(-1, -2)) * scale + bias  # [B, H, Q, T]
         if prefix_k is not None:
-            pk = prefix_k.repeat_interleave(rep, 0).unsqueeze(0)  # [1, H, P, D]; never rotated
-            pv = prefix_v.repeat_interleave(rep, 0).unsqueeze(0)
+            pk = _repeat_kv(prefix_k.unsqueeze(0), rep)  # [1, H, P, D]; never rotated
+            pv = _repeat_kv(prefix_v.unsqueeze(0), rep)
             pscores = torch.matmul(qh, pk.transpose(-1, -2)) * scale + prefix_bias  # [B, H, Q, P]
             probs = torch.softmax(torch.cat([pscores, scores], -1), -1)
             P = pk.shape[2]
