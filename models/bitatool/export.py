@@ -1,0 +1,198 @@
+"""Export a model to the one-graph ONNX contract of docs/package-format.md.
+
+The graph is model.forward traced with torch's exporter (works on Debian's torch 1.13), then
+post-processed with plain onnx:
+- the tied LM head reads the embedding initializer itself (Gemm transB=1) instead of the
+  transposed copy the exporter constant-folds (that copy would double the embedding's bytes);
+- initializer names are made stable and readable (quantize.py finds weights by graph structure,
+  not by name, but people reading the graph benefit).
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from .model import Llama
+
+OPSET = 14
+IO_NAMES = {
+    "inputs": ["input_ids", "position_ids", "attention_bias"],
+    "past_key": "past_key_{i}", "past_value": "past_value_{i}",
+    "logits": "logits",
+    "new_key": "new_key_{i}", "new_value": "new_value_{i}",
+}
+
+
+class _Graph(torch.nn.Module):
+    """Flat-argument wrapper: the exporter needs tensors, not a list of (k, v) tuples."""
+
+    def __init__(self, model: Llama):
+        super().__init__()
+        self.m = model
+
+    def forward(self, input_ids, position_ids, attention_bias, *past):
+        n = self.m.c.n_layers
+        pairs = [(past[2 * i], past[2 * i + 1]) for i in range(n)]
+        logits, new = self.m(input_ids, position_ids, attention_bias, pairs)
+        out = [logits]
+        for k, v in new:
+            out += [k, v]
+        return tuple(out)
+
+
+def io_names(n_layers: int) -> tuple[list[str], list[str]]:
+    ins = list(IO_NAMES["inputs"])
+    outs = ["logits"]
+    for i in range(n_layers):
+        ins += [f"past_key_{i}", f"past_value_{i}"]
+        outs += [f"new_key_{i}", f"new_value_{i}"]
+    return ins, outs
+
+
+def _dummy_inputs(model: Llama, q: int = 3, past: int = 2):
+    c = model.c
+    ids = torch.arange(q, dtype=torch.int64).view(1, q) % c.vocab_size
+    pos = (torch.arange(q, dtype=torch.int64) + past).view(1, q)
+    bias = torch.zeros(1, 1, q, past + q)
+    pk = [torch.zeros(1, past, c.n_kv_heads, c.head_dim) for _ in range(2 * c.n_layers)]
+    return (ids, pos, bias, *pk)
+
+
+def export_onnx(model: Llama, path: str) -> None:
+    """Write the fp32 graph. Fold any training-only reparameterisation into model.prefix first."""
+    model = model.eval()
+    c = model.c
+    ins, outs = io_names(c.n_layers)
+    dyn = {"input_ids": {1: "q"}, "position_ids": {1: "q"}, "attention_bias": {2: "q", 3: "total"},
+           "logits": {1: "q"}}
+    for i in range(c.n_layers):
+        for nm in (f"past_key_{i}", f"past_value_{i}"):
+            dyn[nm] = {1: "past"}
+        for nm in (f"new_key_{i}", f"new_value_{i}"):
+            dyn[nm] = {1: "q"}
+    buf = io.BytesIO()
+    # TracerWarnings about shape checks are expected: those branches are fixed per model.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Graph(model), _dummy_inputs(model), buf, input_names=ins, output_names=outs,
+                          dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
+    g = onnx.load_from_string(buf.getvalue())
+    _name_weights(g, model)
+    if c.tied_embedding:
+        _share_tied_head(g, model)
+    _drop_unused_initializers(g)
+    g.producer_name = "bitatool"
+    onnx.checker.check_model(g)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    onnx.save(g, path)
+
+
+def _rename(g: onnx.ModelProto, old: str, new: str) -> None:
+    if old == new:
+        return
+    for init in g.graph.initializer:
+        if init.name == old:
+            init.name = new
+    for node in g.graph.node:
+        for j, x in enumerate(node.input):
+            if x == old:
+                node.input[j] = new
+
+
+def _name_weights(g: onnx.ModelProto, model: Llama) -> None:
+    """Give initializers that equal a model parameter (or its transpose) the parameter's name."""
+    params = {}
+    for name, p in model.named_parameters():
+        a = p.detach().numpy()
+        params.setdefault((a.shape, a.tobytes()), name)
+        if a.ndim == 2:
+            t = np.ascontiguousarray(a.T)
+            params.setdefault((t.shape, t.tobytes()), name + ".T")
+    taken = set()
+    for init in list(g.graph.initializer):
+        a = numpy_helper.to_array(init)
+        name = params.get((a.shape, a.tobytes()))
+        if name and name not in taken:
+            taken.add(name)
+            _rename(g, init.name, name)
+
+
+def _producer(g: onnx.ModelProto, name: str):
+    for node in g.graph.node:
+        if name in node.output:
+            return node
+    return None
+
+
+def _share_tied_head(g: onnx.ModelProto, model: Llama) -> None:
+    """Replace MatMul(h, E^T initializer) by Reshape→Gemm(transB=1, B=E)→Reshape on the embedding."""
+    emb = model.tok_embeddings.weight.detach().numpy()
+    inits = {i.name: i for i in g.graph.initializer}
+    emb_name = next((n for n, i in inits.items() if i.dims == list(emb.shape)
+                     and np.array_equal(numpy_helper.to_array(i), emb)), None)
+    if emb_name is None:
+        raise RuntimeError("tied export: embedding initializer not found")
+    logits_node = _producer(g, "logits")
+    if logits_node is None or logits_node.op_type != "MatMul":
+        raise RuntimeError(f"tied export: logits come from {logits_node and logits_node.op_type}, not MatMul")
+    wt = logits_node.input[1]
+    if wt in inits:
+        if not np.array_equal(numpy_helper.to_array(inits[wt]), emb.T):
+            raise RuntimeError("tied export: LM head weight is not the embedding's transpose")
+    else:  # an unfolded Transpose(E) node also works, but make it explicit
+        tnode = _producer(g, wt)
+        if tnode is None or tnode.op_type != "Transpose" or tnode.input[0] != emb_name:
+            raise RuntimeError("tied export: LM head weight not recognised")
+    h = logits_node.input[0]
+    d, v = emb.shape[1], emb.shape[0]
+    g.graph.initializer.extend([
+        numpy_helper.from_array(np.array([-1, d], dtype=np.int64), "lm_head.shape_in"),
+        numpy_helper.from_array(np.array([1, -1, v], dtype=np.int64), "lm_head.shape_out"),
+    ])
+    new_nodes = [
+        helper.make_node("Reshape", [h, "lm_head.shape_in"], ["lm_head.h2d"], name="lm_head.reshape_in"),
+        helper.make_node("Gemm", ["lm_head.h2d", emb_name], ["lm_head.logits2d"], name="lm_head.gemm", transB=1),
+        helper.make_node("Reshape", ["lm_head.logits2d", "lm_head.shape_out"], ["logits"], name="lm_head.reshape_out"),
+    ]
+    nodes = list(g.graph.node)
+    idx = nodes.index(logits_node)
+    del g.graph.node[:]
+    g.graph.node.extend(nodes[:idx] + new_nodes + nodes[idx + 1 :])
+
+
+def _drop_unused_initializers(g: onnx.ModelProto) -> None:
+    used = set()
+    for node in g.graph.node:
+        used.update(node.input)
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                for sub in a.g.node:
+                    used.update(sub.input)
+    used.update(o.name for o in g.graph.output)
+    keep = [i for i in g.graph.initializer if i.name in used]
+    del g.graph.initializer[:]
+    g.graph.initializer.extend(keep)
+    # unused Transpose nodes feeding nothing
+    changed = True
+    while changed:
+        changed = False
+        used = set()
+        for node in g.graph.node:
+            used.update(node.input)
+        used.update(o.name for o in g.graph.output)
+        for node in list(g.graph.node):
+            if not any(o in used for o in node.output):
+                g.graph.node.remove(node)
+                changed = True
+    used = set()
+    for node in g.graph.node:
+        used.update(node.input)
+    keep = [i for i in g.graph.initializer if i.name in used]
+    del g.graph.initializer[:]
+    g.graph.initializer.extend(keep)
