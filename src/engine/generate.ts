@@ -76,7 +76,7 @@ export class Generator {
     }
     const maxTokens = req.maxTokens ?? DEFAULT_MAX_TOKENS;
     const eos = this.codec.eosId;
-    const text = new TextStream(this.codec.decode, req.stop ?? []);
+    const text = new TextStream(this.codec, req.stop ?? []);
     const out: number[] = [];
     const histogram: number[] = [];
     const dec = this.decoder;

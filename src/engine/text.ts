@@ -9,6 +9,8 @@ import { type ChatMessage, type GenerateRequest, EngineError } from './types.js'
 export interface TextCodec {
   encodePrompt(req: GenerateRequest): number[];
   decode(ids: number[]): string;
+  /** A token's text decoded on its own (cached). */
+  decodeAlone(id: number): string;
   readonly bosId: number | null;
   readonly eosId: number | null;
 }
@@ -27,6 +29,8 @@ export function loadCodec(pkg: ModelPackage): TextCodec {
   const template = m.chat_template ? new Template(m.chat_template) : null;
   const bosId = m.tokenizer.bos_id ?? null;
   const eosId = m.tokenizer.eos_id ?? null;
+  const decode = (ids: number[]) => tok.decode(ids, { skip_special_tokens: true });
+  const alone: string[] = [];
   const idText = (id: number | null) => (id === null ? '' : (tok.id_to_token(id) ?? ''));
 
   function render(messages: ChatMessage[]): string {
@@ -49,7 +53,10 @@ export function loadCodec(pkg: ModelPackage): TextCodec {
       const withBos = m.tokenizer.add_bos && bosId !== null && !(template && ids[0] === bosId);
       return withBos ? [bosId!, ...ids] : ids;
     },
-    decode: (ids) => tok.decode(ids, { skip_special_tokens: true }),
+    decode,
+    decodeAlone(id) {
+      return (alone[id] ??= decode([id]));
+    },
   };
 }
 
@@ -66,15 +73,15 @@ export class TextStream {
   stopped = false;
 
   constructor(
-    private readonly decode: (ids: number[]) => string,
+    private readonly codec: Pick<TextCodec, 'decode' | 'decodeAlone'>,
     private readonly stops: string[],
   ) {}
 
   /** Adds tokens; returns the text that can be shown now ('' if none). */
   push(tokens: ArrayLike<number>): string {
     for (let i = 0; i < tokens.length; i++) this.ids.push(tokens[i]);
-    const anchor = this.start > 0 ? this.decode([this.ids[this.start - 1]]) : '';
-    const tail = this.decode(this.ids.slice(this.start > 0 ? this.start - 1 : 0)).slice(anchor.length);
+    const anchor = this.start > 0 ? this.codec.decodeAlone(this.ids[this.start - 1]) : '';
+    const tail = this.codec.decode(this.ids.slice(this.start > 0 ? this.start - 1 : 0)).slice(anchor.length);
     if (!tail.endsWith('\uFFFD')) {
       this.text += tail;
       this.start = this.ids.length;

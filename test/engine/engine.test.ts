@@ -1,0 +1,83 @@
+import t from 'tap';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { loadEngine, EngineError } from '../../src/engine/index.js';
+import { BUNDLED_MODEL } from '../../bench/data.js';
+import { requirePackage } from './helpers.js';
+
+const MODEL = process.env.BITAD_TEST_PACKAGE ?? BUNDLED_MODEL;
+requirePackage(MODEL, 'git checkout (the bundled model is committed)');
+const engine = await loadEngine(MODEL, { treeBudget: 12 });
+t.teardown(() => engine.close());
+
+t.test('the engine reports its model', async (t) => {
+  const info = engine.info();
+  t.ok(info.contextLength > 0 && info.vocabSize > 0, 'context and vocabulary sizes');
+  t.equal(info.treeBudget, 12);
+  engine.setTreeBudget(20);
+  t.equal(engine.info().treeBudget, 20);
+});
+
+t.test('streamed chunks add up to the final text and tokens', async (t) => {
+  const chunks: string[] = [];
+  const tokens: number[] = [];
+  const r = await engine.generate({ prompt: 'Once upon a time', maxTokens: 60 }, {
+    onChunk: (c) => (chunks.push(c.text), tokens.push(...c.tokens)),
+  });
+  t.ok(chunks.length > 1, 'several chunks');
+  t.equal(chunks.join(''), r.text);
+  t.same(tokens, r.tokens);
+  t.equal(r.stats.outputTokens, 60);
+  t.equal(r.stats.finishReason, 'length');
+  t.ok(r.stats.steps > 0 && r.stats.steps <= 59, 'steps counted');
+  t.ok(r.stats.ttftMs > 0 && r.stats.totalMs >= r.stats.ttftMs, 'timings');
+});
+
+t.test('a stop sequence ends the text before it', async (t) => {
+  const free = await engine.generate({ prompt: 'Once upon a time', maxTokens: 80 });
+  const word = free.text.split(/\s+/).filter((w) => w.length > 3)[3];
+  const r = await engine.generate({ prompt: 'Once upon a time', maxTokens: 80, stop: [word] });
+  t.equal(r.stats.finishReason, 'stop');
+  t.equal(r.text, free.text.slice(0, free.text.indexOf(word)));
+});
+
+t.test('an abort signal cancels at a step boundary', async (t) => {
+  const ac = new AbortController();
+  let seen = 0;
+  const r = await engine.generate({ prompt: 'Once upon a time', maxTokens: 400 }, {
+    signal: ac.signal,
+    onChunk: () => ++seen === 3 && ac.abort(),
+  });
+  t.equal(r.stats.finishReason, 'cancelled');
+  t.ok(r.tokens.length < 400, `stopped early (${r.tokens.length} tokens)`);
+  const next = await engine.generate({ prompt: 'Once upon a time', maxTokens: 5 });
+  t.equal(next.tokens.length, 5, 'the next request runs normally');
+});
+
+t.test('bad requests and over-long prompts fail with typed errors', async (t) => {
+  await t.rejects(engine.generate({ prompt: 'x', maxTokens: -1 }), { code: 'bad_request' });
+  await t.rejects(engine.generate({ prompt: 'x', temperature: -2 }), { code: 'bad_request' });
+  await t.rejects(engine.generate({} as never), { code: 'bad_request' });
+  const long = 'the dog ran to the park and '.repeat(400);
+  const e = await engine.generate({ prompt: long }).catch((e) => e);
+  t.ok(e instanceof EngineError);
+  t.equal(e.code, 'prompt_too_long');
+  t.match(e.message, /context is \d+/);
+});
+
+t.test('chat messages are rendered and answered', async (t) => {
+  const r = await engine.generate({ messages: [{ role: 'user', content: 'Once upon a time' }], maxTokens: 10 });
+  t.equal(r.tokens.length, 10);
+});
+
+t.test('the main event loop stays responsive while the worker generates', async (t) => {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  for (let i = 0; i < 3; i++) await engine.generate({ prompt: 'One day, a little bird', maxTokens: 128 });
+  h.disable();
+  // Inference runs in the worker; a blocked loop would show delays of whole generations (100s of ms).
+  t.ok(h.max / 1e6 < 100, `max loop delay ${(h.max / 1e6).toFixed(1)} ms`);
+});
+
+t.test('a broken package fails to load with a typed error', async (t) => {
+  await t.rejects(loadEngine('/nonexistent/pkg'), { code: 'package_invalid', message: /manifest\.json: not found/ });
+});
