@@ -1,0 +1,30 @@
+/** `bitad start`: run the daemon until SIGTERM/SIGINT, then drain and exit. */
+import { loadConfig } from '../../daemon/config/load.js';
+import { Controller } from '../../daemon/controller.js';
+
+export const startHelp = `Usage: bitad start [--config <file.yaml>]
+
+Runs the daemon in the foreground: loads the model, connects MQTT (or starts the embedded broker),
+opens the Unix socket, logs JSON to stdout. SIGTERM/SIGINT drain in-flight requests
+(lifecycle.drain_timeout_ms) and exit 0. The config file may also come from BITAD_CONFIG; every key
+can be overridden with a BITAD_* variable (see docs/daemon.md).`;
+
+export async function start(configFile: string | undefined): Promise<number> {
+  const cfg = loadConfig(configFile ?? process.env.BITAD_CONFIG, { env: process.env });
+  const controller = new Controller(cfg);
+  let stopping: Promise<void> | null = null;
+  let stopped!: () => void;
+  const finished = new Promise<void>((r) => (stopped = r));
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      controller.log.warn({ signal: sig }, 'second signal: exiting without drain');
+      process.exit(1);
+    }
+    stopping = controller.stop(sig).then(stopped);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  await controller.start();
+  await finished;
+  return 0;
+}

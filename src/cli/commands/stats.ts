@@ -1,0 +1,44 @@
+/** `bitad stats`: latency percentiles from the SQLite request log. */
+import { existsSync } from 'node:fs';
+import { parseSince, summarize } from '../../daemon/store/stats.js';
+import { Store } from '../../daemon/store/store.js';
+import { fmt, table } from '../format.js';
+
+export const statsHelp = `Usage: bitad stats [--since <30m|24h|7d|ISO date>] [--config <file>] [--db <path>] [--json]
+
+Prints p50/p95/p99 of TTFT, TPOT, total latency and tokens/s of successful requests, and error
+counts by code, from the daemon's SQLite log (default: the last 24 h). Rows are written in batches,
+so the last ~store.flush_ms of requests may be missing.`;
+
+export function stats(db: string, since: string, json: boolean): number {
+  if (!existsSync(db)) {
+    process.stderr.write(`no request log at ${db} (has bitad run with this config?)\n`);
+    return 1;
+  }
+  const sinceMs = parseSince(since);
+  const store = new Store(db, { readonly: true });
+  const rows = store.requestsSince(sinceMs);
+  store.close();
+  const s = summarize(rows);
+  if (json) {
+    process.stdout.write(JSON.stringify({ since: new Date(sinceMs).toISOString(), ...s }) + '\n');
+    return 0;
+  }
+  const r = (name: string, d: { p50: number | null; p95: number | null; p99: number | null; n: number }, digits: number) => [
+    name, fmt(d.p50, digits), fmt(d.p95, digits), fmt(d.p99, digits), d.n,
+  ];
+  process.stdout.write(`requests since ${new Date(sinceMs).toISOString()}: ${s.requests} (${s.ok} ok)\n\n`);
+  process.stdout.write(
+    table(['metric', 'p50', 'p95', 'p99', 'n'], [
+      r('ttft_ms', s.ttft_ms, 2),
+      r('tpot_ms', s.tpot_ms, 2),
+      r('total_ms', s.total_ms, 2),
+      r('queue_ms', s.queue_ms, 2),
+      r('tokens_per_s', s.tokens_per_s, 1),
+    ]) + '\n',
+  );
+  if (s.mean_accepted_tokens !== null) process.stdout.write(`\nmean accepted tokens per step: ${s.mean_accepted_tokens.toFixed(2)}\n`);
+  const errs = Object.entries(s.errors);
+  if (errs.length) process.stdout.write(`\nerrors: ${errs.map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+  return 0;
+}

@@ -1,0 +1,34 @@
+/** `bitad status`: the daemon's health reply, readable. */
+import { SocketClient } from '../socket-client.js';
+
+export const statusHelp = `Usage: bitad status [--config <file>] [--socket <path>] [--json]
+
+Shows model, queue, tree size, load and uptime of the running daemon (a health request over the socket).`;
+
+export async function status(socket: string, json: boolean): Promise<number> {
+  const client = await SocketClient.connect(socket);
+  const r = await client.request('health', {});
+  client.close();
+  if (r.status !== 'ok') {
+    process.stderr.write(`error ${r.error.code}: ${r.error.message}\n`);
+    return 1;
+  }
+  const d = r.data as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  if (json) {
+    process.stdout.write(JSON.stringify(d, null, 2) + '\n');
+    return 0;
+  }
+  const load = d.load;
+  const lines = [
+    `state        ${d.state} (bitad ${d.version}, node ${d.node_id})`,
+    `model        ${d.model} (context ${d.context_length}, bita ${d.bita})`,
+    `tree budget  ${d.tree_budget} rows`,
+    `queue        ${d.queue.depth}/${d.queue.capacity} waiting, ${d.queue.busy ? 'generating' : 'idle'}, engine ${d.engine_responsive ? 'responsive' : 'STALLED'}`,
+    `requests     ${d.requests.accepted} accepted, ${d.requests.rejected} rejected, ${d.requests.duplicates} duplicates dropped`,
+    `mqtt         ${d.mqtt ? `${d.mqtt.base} (${d.mqtt.connected ? 'connected' : 'disconnected'})` : 'off'}`,
+    `load         ${load ? `cpu ${load.cpu_load_pct ?? '-'} %, temp ${load.cpu_temp_c ?? '-'} °C, gpu ${load.gpu_load_pct ?? '-'} %, mem used ${load.mem_used_mb ?? '-'} MB, daemon rss ${load.rss_mb} MB` : 'not sampled yet'}`,
+    `uptime       ${d.uptime_s} s`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}

@@ -1,0 +1,118 @@
+/** The `bitad` command line: start | ask | status | stats | generate. Only this file exits the process. */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../daemon/config/load.js';
+import type { BitadConfig } from '../daemon/config/schema.js';
+import { VERSION } from '../daemon/version.js';
+import { ask, askHelp } from './commands/ask.js';
+import { generate, generateHelp } from './commands/generate.js';
+import { start, startHelp } from './commands/start.js';
+import { stats, statsHelp } from './commands/stats.js';
+import { status, statusHelp } from './commands/status.js';
+
+const HELP = `bitad ${VERSION}: BiTA speculative decoding daemon for small language models
+
+Usage: bitad <command> [options]
+
+Commands:
+  start      run the daemon (MQTT + Unix socket) in the foreground
+  ask        stream an answer from the running daemon: bitad ask "Once upon a time"
+  status     model, queue, tree size, load and uptime of the running daemon
+  stats      p50/p95/p99 TTFT, TPOT, total and tokens/s from the request log
+  generate   run the engine in this process, without the daemon
+
+Run "bitad <command> --help" for a command's options. Docs: docs/daemon.md`;
+
+const HELPS: Record<string, string> = { start: startHelp, ask: askHelp, status: statusHelp, stats: statsHelp, generate: generateHelp };
+
+const OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+  config: { type: 'string', short: 'c' },
+  socket: { type: 'string' },
+  db: { type: 'string' },
+  since: { type: 'string' },
+  json: { type: 'boolean' },
+  chat: { type: 'boolean' },
+  model: { type: 'string' },
+  mode: { type: 'string' },
+  threads: { type: 'string' },
+  'max-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+} as const;
+
+function num(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got "${v}"`);
+  return n;
+}
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  const [command, ...rest] = positionals;
+  if (values.version) {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  if (!command || command === 'help') {
+    process.stdout.write((rest[0] && HELPS[rest[0]] ? HELPS[rest[0]] : HELP) + '\n');
+    return command || values.help ? 0 : 2;
+  }
+  if (!HELPS[command]) throw new UsageError(`unknown command "${command}"`);
+  if (values.help) {
+    process.stdout.write(HELPS[command] + '\n');
+    return 0;
+  }
+  const config = (): BitadConfig => loadConfig(values.config ?? process.env.BITAD_CONFIG, { env: process.env });
+  switch (command) {
+    case 'start':
+      return start(values.config);
+    case 'ask': {
+      if (rest.length !== 1) throw new UsageError('ask takes exactly one prompt argument (quote it)');
+      return ask({
+        socket: values.socket ?? config().socket.path,
+        prompt: rest[0],
+        maxTokens: num(values['max-tokens'], 'max-tokens'),
+        temperature: num(values.temperature, 'temperature'),
+        chat: values.chat,
+        json: values.json,
+      });
+    }
+    case 'status':
+      return status(values.socket ?? config().socket.path, values.json ?? false);
+    case 'stats':
+      return stats(values.db ?? config().store.path, values.since ?? '24h', values.json ?? false);
+    case 'generate': {
+      if (rest.length !== 1) throw new UsageError('generate takes exactly one prompt argument (quote it)');
+      const mode = values.mode;
+      if (mode !== undefined && mode !== 'bita' && mode !== 'plain') throw new UsageError('--mode must be bita or plain');
+      return generate({
+        model: values.model ?? config().model.path,
+        prompt: rest[0],
+        maxTokens: num(values['max-tokens'], 'max-tokens'),
+        temperature: num(values.temperature, 'temperature'),
+        mode,
+        threads: num(values.threads, 'threads'),
+      });
+    }
+  }
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`bitad: ${e.message}\n`);
+      process.exit(2);
+    }
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`bitad: ${(e as Error).message}\nRun "bitad --help".\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`bitad: ${(e as Error).message ?? e}\n`);
+    process.exit(1);
+  },
+);

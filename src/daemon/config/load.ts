@@ -1,0 +1,89 @@
+/** Reads the YAML file, applies BITAD_* overrides, validates and fills defaults, resolves paths. */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv, type ErrorObject } from 'ajv';
+import { parse as parseYaml } from 'yaml';
+import { configSchema, type BitadConfig } from './schema.js';
+import { applyEnv, envLeaves } from './env.js';
+
+/** The repository/package root: relative model and data paths resolve here, never against cwd. */
+export const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
+const validate = ajv.compile(configSchema);
+const LEAVES = envLeaves(configSchema as never);
+
+function keyPath(instancePath: string): string {
+  return instancePath.replace(/^\//, '').replaceAll('/', '.') || '(root)';
+}
+
+function describe(e: ErrorObject, envUsed: Map<string, string>): string {
+  let path = keyPath(e.instancePath);
+  let reason = e.message ?? 'invalid';
+  if (e.keyword === 'additionalProperties') {
+    const extra = (e.params as { additionalProperty: string }).additionalProperty;
+    path = path === '(root)' ? extra : `${path}.${extra}`;
+    reason = 'unknown key';
+  } else if (e.keyword === 'enum') {
+    reason = `must be one of ${JSON.stringify((e.params as { allowedValues: unknown[] }).allowedValues)}`;
+  }
+  const fromEnv = envUsed.get(path);
+  return `${path}: ${reason}${fromEnv ? ` (from ${fromEnv})` : ''}`;
+}
+
+export interface BuildOptions {
+  env?: NodeJS.ProcessEnv;
+  packageRoot?: string;
+  host?: string;
+}
+
+/** Validates a parsed config object (e.g. from YAML or built by a test) and returns the full config. */
+export function buildConfig(input: unknown, opts: BuildOptions = {}): BitadConfig {
+  if (input === null || input === undefined) input = {};
+  if (typeof input !== 'object' || Array.isArray(input)) throw new ConfigError(['(root): must be a mapping']);
+  const raw = structuredClone(input) as Record<string, unknown>;
+  const { used, unknown } = applyEnv(raw, opts.env ?? {}, LEAVES);
+  const problems = unknown.map((n) => `${n}: unknown environment variable (no such config key)`);
+  if (!validate(raw)) problems.push(...(validate.errors ?? []).map((e) => describe(e, used)));
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const cfg = raw as unknown as BitadConfig;
+  const root = opts.packageRoot ?? PACKAGE_ROOT;
+  cfg.node_id ??= (opts.host ?? hostname()).replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64) || 'bitad';
+  cfg.data_dir = isAbsolute(cfg.data_dir) ? cfg.data_dir : resolve(root, cfg.data_dir);
+  cfg.model.path = isAbsolute(cfg.model.path) ? cfg.model.path : resolve(root, cfg.model.path);
+  cfg.socket.path = resolve(cfg.data_dir, cfg.socket.path ?? 'bitad.sock');
+  cfg.store.path = resolve(cfg.data_dir, cfg.store.path ?? 'bitad.db');
+  cfg.mqtt.client_id ??= `bitad-${cfg.node_id}`;
+  // aedes speaks MQTT 3.1.1 only (platform-notes): the embedded broker forces protocol 4.
+  if (cfg.mqtt.embedded) cfg.mqtt.protocol_version = 4;
+  return cfg;
+}
+
+/** Loads `file` (YAML; optional) with overrides from `env`. */
+export function loadConfig(file: string | undefined, opts: BuildOptions = {}): BitadConfig {
+  let input: unknown = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new ConfigError([`${file}: cannot read (${(e as Error).message})`]);
+    }
+    try {
+      input = parseYaml(text);
+    } catch (e) {
+      throw new ConfigError([`${file}: YAML syntax error: ${(e as Error).message}`]);
+    }
+  }
+  return buildConfig(input, opts);
+}

@@ -1,0 +1,146 @@
+/**
+ * The one JSON Schema for bitad's YAML config: it holds the defaults (ajv `useDefaults`), rejects
+ * unknown keys (`additionalProperties: false` everywhere) and names the BITAD_* environment
+ * overrides (one per leaf, see env.ts). Keys are snake_case like every wire/DB key.
+ */
+
+const str = (def?: string, description?: string) => ({
+  type: 'string',
+  ...(def !== undefined ? { default: def } : {}),
+  ...(description ? { description } : {}),
+});
+const int = (def: number, minimum: number, maximum?: number, description?: string) => ({
+  type: 'integer',
+  default: def,
+  minimum,
+  ...(maximum !== undefined ? { maximum } : {}),
+  ...(description ? { description } : {}),
+});
+const bool = (def: boolean, description?: string) => ({ type: 'boolean', default: def, ...(description ? { description } : {}) });
+const obj = (properties: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+  type: 'object',
+  additionalProperties: false,
+  default: {},
+  properties,
+  ...extra,
+});
+
+const { default: _rootDefault, ...root } = obj({
+  node_id: {
+    type: 'string',
+    pattern: '^[A-Za-z0-9_.-]{1,64}$',
+    description: 'Node name used in topics (bitad/<node_id>); default: the host name.',
+  },
+  data_dir: str('var', 'State directory (SQLite file, socket). Relative paths resolve against the package root.'),
+  model: obj({
+    engine: {
+      type: 'string',
+      enum: ['onnx', 'fake'],
+      default: 'onnx',
+      description: '"onnx" loads model.path; "fake" is a model-free stand-in for transport tests and benchmarks.',
+    },
+    path: str('models/tinystories-bita', 'Model package folder; relative paths resolve against the package root.'),
+    variant: str('default'),
+    threads: int(2, 1, 64),
+    execution_providers: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, default: ['cpu'] },
+    tree_budget: { type: 'integer', minimum: 1, maximum: 1024, description: 'Initial draft-tree row budget (engine default if unset).' },
+    fake: obj({
+      context_length: int(256, 8),
+      chunk_delay_ms: int(2, 0, 10_000),
+    }),
+  }),
+  mqtt: obj({
+    enabled: bool(true),
+    embedded: bool(true, 'Start an aedes broker on 127.0.0.1 (MQTT 3.1.1 only) and connect to it.'),
+    host: str('127.0.0.1'),
+    port: int(1883, 0, 65535, 'Broker port (embedded: the port to listen on; 0 picks a free one).'),
+    protocol_version: { type: 'integer', enum: [4, 5], default: 5, description: '5 = MQTT 5, 4 = MQTT 3.1.1 (the embedded broker forces 4).' },
+    username: str(),
+    password: str(),
+    client_id: str(undefined, 'Default: bitad-<node_id>.'),
+    base_topic: str('bitad', 'Topics live under <base_topic>/<node_id>.'),
+    shared_group: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', description: 'Also serve $share/<group>/<base_topic>/+/request/+ (fleet queue).' },
+    keepalive_s: int(30, 0, 3600),
+    session_expiry_s: int(3600, 0, 4294967295, 'MQTT 5 session expiry for the persistent session.'),
+    reconnect_ms: int(2000, 100, 600_000),
+    tls: obj({
+      enabled: bool(false),
+      ca: str(undefined, 'CA certificate file (PEM).'),
+      cert: str(undefined, 'Client certificate file (PEM).'),
+      key: str(undefined, 'Client key file (PEM).'),
+      reject_unauthorized: bool(true),
+    }),
+  }),
+  socket: obj({
+    enabled: bool(true),
+    path: str(undefined, 'Unix socket path; default <data_dir>/bitad.sock.'),
+  }),
+  queue: obj({
+    capacity: int(16, 0, 10_000, 'Waiting requests (not counting the running one); a full queue answers busy.'),
+  }),
+  limits: obj({
+    max_payload_bytes: int(65536, 256, 16 * 1024 * 1024),
+    max_tokens: int(1024, 1, 1_000_000, 'Upper bound for max_tokens in a request.'),
+    default_max_tokens: int(128, 1, 1_000_000),
+    default_deadline_ms: int(0, 0, 86_400_000, '0 = no deadline unless the request sets one.'),
+  }),
+  store: obj({
+    enabled: bool(true),
+    path: str(undefined, 'SQLite file; default <data_dir>/bitad.db.'),
+    flush_ms: int(500, 10, 60_000, 'Batched inserts are written at most this long after the request.'),
+    retention_days: int(30, 1, 3650),
+    max_rows: int(1_000_000, 100, 1_000_000_000),
+    load_sample_s: int(60, 1, 86_400),
+  }),
+  telemetry: obj({
+    enabled: bool(true),
+    interval_s: int(30, 1, 86_400),
+    load_poll_s: int(10, 1, 3600, 'systeminformation sampling period (its first call takes ~0.5 s).'),
+  }),
+  lifecycle: obj({
+    drain_timeout_ms: int(10_000, 0, 600_000, 'SIGTERM: in-flight requests may finish within this time.'),
+    engine_stall_ms: int(30_000, 100, 3_600_000, 'A generation without progress this long stops the watchdog ping.'),
+  }),
+  log: obj({
+    level: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+  }),
+});
+/** The root has no `default` (ajv strict mode: ignored there); nested objects default to {}. */
+export const configSchema = root;
+
+export interface BitadConfig {
+  node_id: string;
+  data_dir: string;
+  model: {
+    engine: 'onnx' | 'fake';
+    path: string;
+    variant: string;
+    threads: number;
+    execution_providers: string[];
+    tree_budget?: number;
+    fake: { context_length: number; chunk_delay_ms: number };
+  };
+  mqtt: {
+    enabled: boolean;
+    embedded: boolean;
+    host: string;
+    port: number;
+    protocol_version: 4 | 5;
+    username?: string;
+    password?: string;
+    client_id?: string;
+    base_topic: string;
+    shared_group?: string;
+    keepalive_s: number;
+    session_expiry_s: number;
+    reconnect_ms: number;
+    tls: { enabled: boolean; ca?: string; cert?: string; key?: string; reject_unauthorized: boolean };
+  };
+  socket: { enabled: boolean; path: string };
+  queue: { capacity: number };
+  limits: { max_payload_bytes: number; max_tokens: number; default_max_tokens: number; default_deadline_ms: number };
+  store: { enabled: boolean; path: string; flush_ms: number; retention_days: number; max_rows: number; load_sample_s: number };
+  telemetry: { enabled: boolean; interval_s: number; load_poll_s: number };
+  lifecycle: { drain_timeout_ms: number; engine_stall_ms: number };
+  log: { level: string };
+}

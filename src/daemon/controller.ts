@@ -1,0 +1,217 @@
+/**
+ * The daemon: ordered start (store → engine → scheduler → broker → MQTT → socket → telemetry →
+ * READY) and the reverse stop, with a drain in between so every accepted request gets its final
+ * reply. Config is data passed in; the engine factory is injectable (tests, benchmarks).
+ */
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { loadEngine } from '../engine/index.js';
+import type { Engine } from '../engine/types.js';
+import type { BitadConfig } from './config/schema.js';
+import { Dispatcher } from './dispatcher.js';
+import { SystemdNotifier } from './lifecycle/notify.js';
+import { createLogger } from './logger.js';
+import { Scheduler } from './scheduler/scheduler.js';
+import { Store } from './store/store.js';
+import { LoadMonitor } from './telemetry/load.js';
+import { TelemetryPublisher } from './telemetry/telemetry.js';
+import { FakeEngine } from './testing/fake-engine.js';
+import { startEmbeddedBroker, type EmbeddedBroker } from './transport/broker.js';
+import { MqttTransport } from './transport/mqtt.js';
+import { SocketTransport } from './transport/socket.js';
+import { VERSION } from './version.js';
+
+export interface ControllerDeps {
+  engineFactory?: (cfg: BitadConfig) => Promise<Engine>;
+  log?: Logger;
+  notifier?: SystemdNotifier;
+}
+
+export async function createEngine(cfg: BitadConfig): Promise<Engine> {
+  if (cfg.model.engine === 'fake') {
+    return new FakeEngine({ contextLength: cfg.model.fake.context_length, chunkDelayMs: cfg.model.fake.chunk_delay_ms, treeBudget: cfg.model.tree_budget });
+  }
+  return loadEngine(cfg.model.path, {
+    variant: cfg.model.variant,
+    threads: cfg.model.threads,
+    executionProviders: cfg.model.execution_providers,
+    treeBudget: cfg.model.tree_budget,
+  });
+}
+
+type State = 'created' | 'starting' | 'online' | 'stopping' | 'stopped';
+
+export class Controller {
+  readonly log: Logger;
+  state: State = 'created';
+  engine: Engine | null = null;
+  store: Store | null = null;
+  scheduler: Scheduler | null = null;
+  dispatcher: Dispatcher | null = null;
+  broker: EmbeddedBroker | null = null;
+  mqtt: MqttTransport | null = null;
+  socket: SocketTransport | null = null;
+  private loadMonitor: LoadMonitor | null = null;
+  private telemetry: TelemetryPublisher | null = null;
+  private watchdogTimer: NodeJS.Timeout | null = null;
+  private readonly notifier: SystemdNotifier;
+  private startedAt = 0;
+  private lastLoadStored = 0;
+
+  constructor(
+    readonly cfg: BitadConfig,
+    private readonly deps: ControllerDeps = {},
+  ) {
+    this.log = deps.log ?? createLogger(cfg.log.level, cfg.node_id);
+    this.notifier = deps.notifier ?? new SystemdNotifier(this.log);
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== 'created') throw new Error(`cannot start from state ${this.state}`);
+    this.state = 'starting';
+    const { cfg, log } = this;
+    try {
+      if (cfg.store.enabled) {
+        this.store = new Store(cfg.store.path, { flushMs: cfg.store.flush_ms, retentionDays: cfg.store.retention_days, maxRows: cfg.store.max_rows });
+      }
+      const t0 = performance.now();
+      this.engine = await (this.deps.engineFactory ?? createEngine)(cfg);
+      log.info({ model: this.engine.info(), load_ms: Math.round(performance.now() - t0) }, 'engine loaded');
+      this.scheduler = new Scheduler(this.engine, cfg.queue.capacity);
+      this.dispatcher = new Dispatcher(this.scheduler, this.store, () => this.engine?.info().model ?? 'none', () => this.health(), log, {
+        maxPayloadBytes: cfg.limits.max_payload_bytes,
+        maxTokens: cfg.limits.max_tokens,
+        defaultMaxTokens: cfg.limits.default_max_tokens,
+        defaultDeadlineMs: cfg.limits.default_deadline_ms,
+      });
+      if (cfg.mqtt.enabled) {
+        let port = cfg.mqtt.port;
+        if (cfg.mqtt.embedded) {
+          this.broker = await startEmbeddedBroker('127.0.0.1', cfg.mqtt.port);
+          port = this.broker.port;
+          log.info({ port }, 'embedded MQTT broker listening on 127.0.0.1');
+        }
+        this.mqtt = new MqttTransport({ cfg: { ...cfg.mqtt, host: cfg.mqtt.embedded ? '127.0.0.1' : cfg.mqtt.host }, nodeId: cfg.node_id, port, dispatcher: this.dispatcher, log, info: () => this.info() });
+        await this.mqtt.start();
+      }
+      if (cfg.socket.enabled) {
+        this.socket = new SocketTransport({ path: cfg.socket.path, dispatcher: this.dispatcher, maxLineBytes: cfg.limits.max_payload_bytes, log });
+        await this.socket.start();
+      }
+      if (cfg.telemetry.enabled) {
+        this.loadMonitor = new LoadMonitor(cfg.telemetry.load_poll_s * 1000, (s) => this.onLoadSample(s));
+        this.loadMonitor.start();
+        if (this.mqtt) {
+          const mqtt = this.mqtt;
+          this.telemetry = new TelemetryPublisher(cfg.telemetry.interval_s * 1000, this.telemetrySources(), (body) => mqtt.publish('telemetry', body));
+          this.telemetry.start();
+        }
+      }
+      this.startedAt = performance.now();
+      this.state = 'online';
+      await this.notifier.ready(`serving ${this.engine.info().model}`);
+      this.startWatchdog();
+      log.info({ base: this.mqtt?.base, socket: this.socket ? cfg.socket.path : null, broker_port: this.broker?.port }, 'bitad ready');
+    } catch (e) {
+      log.error({ err: e }, 'start failed; stopping what started');
+      await this.teardown();
+      this.state = 'stopped';
+      throw e;
+    }
+  }
+
+  /**
+   * Drain then stop in reverse order. New requests answer `shutting_down`; queued ones get it at
+   * once; the running generation may finish within lifecycle.drain_timeout_ms.
+   */
+  async stop(reason = 'stop requested'): Promise<void> {
+    if (this.state === 'stopping' || this.state === 'stopped') return;
+    this.state = 'stopping';
+    this.log.info({ reason }, 'stopping');
+    await this.notifier.stopping();
+    this.dispatcher?.beginShutdown();
+    await this.scheduler?.drain(this.cfg.lifecycle.drain_timeout_ms);
+    await this.teardown();
+    this.state = 'stopped';
+    this.log.info('stopped');
+  }
+
+  private async teardown(): Promise<void> {
+    const step = async (name: string, fn: () => unknown) => {
+      try {
+        await fn();
+      } catch (e) {
+        this.log.error({ err: e }, `stop: ${name} failed`);
+      }
+    };
+    if (this.watchdogTimer) clearInterval(this.watchdogTimer);
+    this.telemetry?.stop();
+    this.loadMonitor?.stop();
+    await step('socket', () => this.socket?.stop());
+    await step('mqtt', () => this.mqtt?.stop());
+    await step('broker', () => this.broker?.close());
+    await step('store', () => this.store?.close());
+    await step('engine', () => this.engine?.close());
+  }
+
+  /** WATCHDOG=1 only while the engine answers: a hung generation lets systemd restart us. */
+  private startWatchdog(): void {
+    const ms = this.notifier.watchdogMs;
+    if (!ms) return;
+    this.watchdogTimer = setInterval(() => {
+      if (this.scheduler?.responsive(this.cfg.lifecycle.engine_stall_ms)) void this.notifier.watchdog();
+      else this.log.warn('engine not making progress; withholding watchdog ping');
+    }, ms).unref();
+  }
+
+  private onLoadSample(s: import('./telemetry/load.js').LoadSample): void {
+    if (!this.store || s.ts - this.lastLoadStored < this.cfg.store.load_sample_s * 1000) return;
+    this.lastLoadStored = s.ts;
+    this.store.recordLoad({ ...s, queue_depth: this.scheduler?.depth ?? null, tree_budget: this.engine?.info().treeBudget ?? null });
+  }
+
+  private telemetrySources() {
+    return {
+      recent: () => this.dispatcher?.recent ?? [],
+      queueDepth: () => this.scheduler?.depth ?? 0,
+      busy: () => this.scheduler?.busy ?? false,
+      treeBudget: () => this.engine?.info().treeBudget ?? 0,
+      load: () => this.loadMonitor?.latest ?? null,
+      uptimeS: () => this.uptimeS(),
+    };
+  }
+
+  uptimeS(): number {
+    return this.startedAt ? (performance.now() - this.startedAt) / 1000 : 0;
+  }
+
+  info(): Record<string, unknown> {
+    const m = this.engine?.info();
+    return {
+      node_id: this.cfg.node_id,
+      version: VERSION,
+      model: m ? { name: m.model, context_length: m.contextLength, vocab_size: m.vocabSize, bita: m.bita } : null,
+      transports: { mqtt: this.mqtt?.base ?? null, socket: this.socket ? this.cfg.socket.path : null },
+      limits: { max_payload_bytes: this.cfg.limits.max_payload_bytes, max_tokens: this.cfg.limits.max_tokens, queue_capacity: this.cfg.queue.capacity },
+    };
+  }
+
+  health(): Record<string, unknown> {
+    const m = this.engine?.info();
+    return {
+      state: this.state,
+      node_id: this.cfg.node_id,
+      version: VERSION,
+      model: m?.model ?? null,
+      context_length: m?.contextLength ?? null,
+      bita: m?.bita ?? null,
+      tree_budget: m?.treeBudget ?? null,
+      queue: { depth: this.scheduler?.depth ?? 0, capacity: this.cfg.queue.capacity, busy: this.scheduler?.busy ?? false },
+      engine_responsive: this.scheduler?.responsive(this.cfg.lifecycle.engine_stall_ms) ?? false,
+      uptime_s: Math.round(this.uptimeS()),
+      requests: this.dispatcher?.stats ?? null,
+      mqtt: this.mqtt ? { base: this.mqtt.base, connected: this.mqtt.connected } : null,
+      load: this.loadMonitor?.latest ?? null,
+    };
+  }
+}

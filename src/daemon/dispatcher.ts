@@ -1,0 +1,283 @@
+/**
+ * Transport-independent request handling: parse → validate → de-duplicate → queue → stream chunks
+ * → one final reply → store row. MQTT and the Unix socket only frame bytes and route replies; every
+ * failure becomes an error reply with a code (nothing throws back into a transport).
+ */
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import {
+  errorReply,
+  parsePayload,
+  REQUEST_KINDS,
+  routingFields,
+  toEngineRequest,
+  validateBody,
+  type CancelFields,
+  type ErrorCode,
+  type FinalReply,
+  type GenerationFields,
+  type Reply,
+  type RequestKind,
+} from './protocol/envelope.js';
+import type { Job, JobOutcome, Scheduler } from './scheduler/scheduler.js';
+import type { RequestRow, Store } from './store/store.js';
+
+export type TransportName = 'mqtt' | 'socket';
+
+export interface ReplyChannel {
+  send(reply: Reply): void;
+}
+
+export interface Inbound {
+  transport: TransportName;
+  /** Request kind from the topic (MQTT) or the `type` field (socket); null when absent. */
+  kind: string | null;
+  payload: Buffer | string;
+  /** Who may cancel/de-duplicate against whom: "mqtt", or one socket connection. */
+  scope: string;
+  /** Remaining MQTT 5 message expiry, in ms. */
+  expiryMs?: number;
+  /** Route replies for this request; `routeKey` identifies the reply destination for de-duplication. */
+  route(r: { transaction: string | null; replyTo?: string }): { channel: ReplyChannel; routeKey: string };
+}
+
+export interface DispatcherOptions {
+  maxPayloadBytes: number;
+  maxTokens: number;
+  defaultMaxTokens: number;
+  defaultDeadlineMs: number;
+  /** How long a finished transaction is remembered to drop duplicate deliveries. */
+  dedupeTtlMs?: number;
+}
+
+export interface Completed {
+  row: RequestRow;
+}
+
+const DEDUPE_MAX = 10_000;
+
+export class Dispatcher {
+  private readonly seen = new Map<string, number>(); // dedupe key → expiry (performance.now)
+  private readonly owners = new Map<Job, string>(); // job → scope
+  private closing = false;
+  /** Recent finished rows, for telemetry percentiles without touching SQLite. */
+  readonly recent: RequestRow[] = [];
+  stats = { accepted: 0, duplicates: 0, rejected: 0 };
+
+  constructor(
+    private readonly scheduler: Scheduler,
+    private readonly store: Store | null,
+    private readonly model: () => string,
+    private readonly health: () => unknown,
+    private readonly log: Logger,
+    private readonly opts: DispatcherOptions,
+  ) {}
+
+  /** From now on new generation requests answer `shutting_down` (health still answers). */
+  beginShutdown(): void {
+    this.closing = true;
+  }
+
+  handle(msg: Inbound): void {
+    const receivedAt = performance.now();
+    const ts = Date.now();
+    const parsed = parsePayload(msg.payload, this.opts.maxPayloadBytes);
+    if (!parsed.ok) {
+      const { channel } = msg.route({ transaction: null });
+      this.reject(msg, channel, null, null, parsed.code, parsed.message, ts, receivedAt);
+      return;
+    }
+    const body = parsed.body;
+    const routing = routingFields(body);
+    const { channel, routeKey } = msg.route(routing);
+    const kindName = msg.kind ?? (typeof body.type === 'string' ? body.type : null);
+    if (kindName === null || !(REQUEST_KINDS as readonly string[]).includes(kindName)) {
+      this.reject(msg, channel, kindName, routing.transaction, 'unknown_request', `unknown request "${kindName ?? ''}"; expected one of ${REQUEST_KINDS.join(', ')}`, ts, receivedAt);
+      return;
+    }
+    const kind = kindName as RequestKind;
+    const problem = validateBody(kind, body);
+    if (problem) {
+      this.reject(msg, channel, kind, routing.transaction, 'bad_request', problem, ts, receivedAt);
+      return;
+    }
+    if (kind === 'health') {
+      safeSend(channel, { transaction: routing.transaction, status: 'ok', data: this.health() }, this.log);
+      return;
+    }
+    if (kind === 'cancel') {
+      this.cancel(msg, channel, body as unknown as CancelFields);
+      return;
+    }
+    this.generation(msg, channel, routeKey, kind, body as GenerationFields, ts, receivedAt);
+  }
+
+  /** Cancels every job of a scope (a socket client went away); no replies are sent to it. */
+  cancelScope(scope: string, message: string): number {
+    let n = 0;
+    for (const [job, owner] of this.owners) if (owner === scope && this.scheduler.stop(job, 'cancelled', message)) n++;
+    return n;
+  }
+
+  private generation(
+    msg: Inbound,
+    channel: ReplyChannel,
+    routeKey: string,
+    kind: 'generate' | 'chat',
+    f: GenerationFields,
+    ts: number,
+    receivedAt: number,
+  ): void {
+    const transaction = f.transaction ?? null;
+    if (this.closing) {
+      this.reject(msg, channel, kind, transaction, 'shutting_down', 'bitad is shutting down', ts, receivedAt);
+      return;
+    }
+    if ((f.max_tokens ?? 0) > this.opts.maxTokens) {
+      this.reject(msg, channel, kind, transaction, 'bad_request', `max_tokens must be <= ${this.opts.maxTokens}`, ts, receivedAt);
+      return;
+    }
+    const key = transaction === null ? null : `${msg.scope}\0${routeKey}\0${transaction}`;
+    if (key !== null && this.isDuplicate(key, receivedAt)) {
+      this.stats.duplicates++;
+      this.log.info({ transaction, transport: msg.transport }, 'duplicate delivery dropped');
+      return;
+    }
+    const deadlines = [f.deadline_ms, this.opts.defaultDeadlineMs || undefined, msg.expiryMs].filter(
+      (d): d is number => d !== undefined,
+    );
+    const deadlineAt = deadlines.length ? receivedAt + Math.min(...deadlines) : undefined;
+    const { result, job } = this.scheduler.submit({
+      transaction,
+      request: toEngineRequest(kind, f, this.opts.defaultMaxTokens),
+      priority: f.priority ?? 5,
+      stream: f.stream ?? true,
+      receivedAt,
+      deadlineAt,
+      onChunk: (seq, chunk) => safeSend(channel, { transaction, seq, text: chunk.text, tokens: chunk.tokens }, this.log),
+      finish: (o) => this.finished(msg, channel, kind, transaction, ts, o),
+    });
+    if (result !== 'queued') {
+      const message = result === 'busy' ? `queue full (${this.scheduler.capacity} waiting)` : 'bitad is shutting down';
+      this.reject(msg, channel, kind, transaction, result, message, ts, receivedAt);
+      return;
+    }
+    this.stats.accepted++;
+    if (key !== null) this.remember(key, receivedAt);
+    this.owners.set(job!, msg.scope);
+  }
+
+  private cancel(msg: Inbound, channel: ReplyChannel, f: CancelFields): void {
+    const jobs = this.scheduler.find(f.target, (j) => this.owners.get(j) === msg.scope);
+    let cancelled = 0;
+    for (const j of jobs) if (this.scheduler.stop(j, 'cancelled', `cancelled by request ${f.transaction ?? ''}`.trim())) cancelled++;
+    safeSend(channel, { transaction: f.transaction ?? null, status: 'ok', data: { target: f.target, cancelled: cancelled > 0 } }, this.log);
+  }
+
+  private finished(msg: Inbound, channel: ReplyChannel, kind: string, transaction: string | null, ts: number, o: JobOutcome): void {
+    for (const job of this.owners.keys()) if (job.settled) this.owners.delete(job);
+    safeSend(channel, o.reply, this.log);
+    const s = o.stats;
+    const ok = o.reply.status === 'ok';
+    this.record({
+      ts,
+      transport: msg.transport,
+      kind,
+      txn: transaction,
+      model: this.model(),
+      prompt_tokens: s?.promptTokens ?? null,
+      output_tokens: s?.outputTokens ?? null,
+      queue_ms: o.queueMs,
+      ttft_ms: s && s.outputTokens > 0 ? s.ttftMs : null,
+      tpot_ms: s && s.outputTokens > 1 ? s.tpotMs : null,
+      engine_ms: o.engineMs,
+      total_ms: o.totalMs,
+      tokens_per_s: s ? s.tokensPerS : null,
+      mean_accepted_tokens: s ? s.meanAcceptedTokens : null,
+      tree_budget: o.treeBudget,
+      rows_per_step: s ? s.meanRowsPerStep : null,
+      finish_reason: s ? s.finishReason : null,
+      outcome: ok ? 'ok' : 'error',
+      error_code: ok ? null : (o.reply as { error: { code: string } }).error.code,
+    });
+    this.log.info(
+      { transaction, transport: msg.transport, status: o.reply.status, total_ms: round(o.totalMs), ...(ok ? {} : { code: (o.reply as { error: { code: string } }).error.code }) },
+      'request finished',
+    );
+  }
+
+  private reject(
+    msg: Inbound,
+    channel: ReplyChannel,
+    kind: string | null,
+    transaction: string | null,
+    code: ErrorCode,
+    message: string,
+    ts: number,
+    receivedAt: number,
+  ): void {
+    this.stats.rejected++;
+    const reply: FinalReply = errorReply(transaction, code, message);
+    safeSend(channel, reply, this.log);
+    this.log.info({ transaction, transport: msg.transport, code }, 'request rejected');
+    this.record({
+      ts,
+      transport: msg.transport,
+      kind,
+      txn: transaction,
+      model: this.model(),
+      prompt_tokens: null,
+      output_tokens: null,
+      queue_ms: null,
+      ttft_ms: null,
+      tpot_ms: null,
+      engine_ms: null,
+      total_ms: performance.now() - receivedAt,
+      tokens_per_s: null,
+      mean_accepted_tokens: null,
+      tree_budget: null,
+      rows_per_step: null,
+      finish_reason: null,
+      outcome: 'error',
+      error_code: code,
+    });
+  }
+
+  private record(row: RequestRow): void {
+    this.recent.push(row);
+    if (this.recent.length > 1000) this.recent.splice(0, this.recent.length - 1000);
+    try {
+      this.store?.recordRequest(row);
+    } catch (e) {
+      this.log.error({ err: e }, 'store write failed');
+    }
+  }
+
+  private isDuplicate(key: string, now: number): boolean {
+    const until = this.seen.get(key);
+    return until !== undefined && until > now;
+  }
+
+  private remember(key: string, now: number): void {
+    this.seen.set(key, now + (this.opts.dedupeTtlMs ?? 300_000));
+    if (this.seen.size > DEDUPE_MAX) {
+      // Map iterates in insertion order: drop the oldest entries.
+      for (const k of this.seen.keys()) {
+        this.seen.delete(k);
+        if (this.seen.size <= DEDUPE_MAX * 0.9) break;
+      }
+    }
+  }
+}
+
+function safeSend(channel: ReplyChannel, reply: Reply, log: Logger): void {
+  try {
+    channel.send(reply);
+  } catch (e) {
+    log.warn({ err: e }, 'reply could not be sent');
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}

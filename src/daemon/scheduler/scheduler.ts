@@ -1,0 +1,224 @@
+/**
+ * Runs generation jobs on the one engine, one at a time, highest priority first. Owns deadlines and
+ * cancellation; every submitted job ends in exactly one `finish` call (the final reply), whatever
+ * happens: ok, engine error, cancel, deadline, shutdown.
+ */
+import { performance } from 'node:perf_hooks';
+import { EngineError, type Chunk, type Engine, type GenerateRequest, type GenerateStats } from '../../engine/types.js';
+import { errorReply, type ErrorCode, type FinalReply } from '../protocol/envelope.js';
+import { BoundedPriorityQueue } from './queue.js';
+
+export interface JobOutcome {
+  reply: FinalReply;
+  queueMs: number | null; // receipt → engine start (null: never started)
+  engineMs: number | null; // wall time of engine.generate
+  totalMs: number; // receipt → final reply
+  stats?: GenerateStats;
+  treeBudget: number;
+}
+
+export interface JobSpec {
+  transaction: string | null;
+  request: GenerateRequest;
+  priority: number;
+  stream: boolean;
+  /** performance.now() at receipt. */
+  receivedAt: number;
+  /** Absolute performance.now() deadline, if any. */
+  deadlineAt?: number;
+  onChunk(seq: number, chunk: Chunk): void;
+  finish(outcome: JobOutcome): void;
+}
+
+export class Job {
+  readonly abort = new AbortController();
+  abortCode: ErrorCode | null = null;
+  abortMessage = '';
+  startedAt: number | null = null;
+  settled = false;
+  timer: NodeJS.Timeout | null = null;
+  constructor(readonly spec: JobSpec) {}
+  get priority(): number {
+    return this.spec.priority;
+  }
+  get transaction(): string | null {
+    return this.spec.transaction;
+  }
+}
+
+export type SubmitResult = 'queued' | 'busy' | 'shutting_down';
+
+const ENGINE_CODES: Record<string, ErrorCode> = {
+  bad_request: 'bad_request',
+  prompt_too_long: 'prompt_too_long',
+  cancelled: 'cancelled',
+  model_error: 'model_error',
+  package_invalid: 'model_error',
+};
+
+export class Scheduler {
+  private readonly queue: BoundedPriorityQueue<Job>;
+  private running: Job | null = null;
+  private runningDone: Promise<void> = Promise.resolve();
+  private closing = false;
+  private lastProgressAt = performance.now();
+  completed = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    capacity: number,
+  ) {
+    this.queue = new BoundedPriorityQueue<Job>(capacity);
+  }
+
+  get depth(): number {
+    return this.queue.size;
+  }
+  get capacity(): number {
+    return this.queue.capacity;
+  }
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  /** True while the engine is idle or still making progress (drives the systemd watchdog). */
+  responsive(stallMs: number): boolean {
+    if (!this.running) return true;
+    const since = Math.max(this.lastProgressAt, this.running.startedAt ?? 0);
+    return performance.now() - since < stallMs;
+  }
+
+  submit(spec: JobSpec): { result: SubmitResult; job?: Job } {
+    if (this.closing) return { result: 'shutting_down' };
+    const job = new Job(spec);
+    if (!this.queue.push(job)) return { result: 'busy' };
+    if (spec.deadlineAt !== undefined) {
+      const wait = Math.max(0, spec.deadlineAt - performance.now());
+      job.timer = setTimeout(() => this.stop(job, 'deadline_exceeded', 'deadline passed before the answer was complete'), wait);
+    }
+    this.pump();
+    return { result: 'queued', job };
+  }
+
+  /** Cancels a queued or running job (reply code `code`); false if it already finished. */
+  stop(job: Job, code: ErrorCode, message: string): boolean {
+    if (job.settled) return false;
+    if (this.queue.remove(job)) {
+      this.settle(job, { reply: errorReply(job.transaction, code, message), queueMs: null, engineMs: null });
+      return true;
+    }
+    if (job === this.running && !job.abort.signal.aborted) {
+      job.abortCode = code;
+      job.abortMessage = message;
+      job.abort.abort(new EngineError('cancelled', message));
+      return true;
+    }
+    return false;
+  }
+
+  /** Jobs (queued or running) with the given transaction that `owns` accepts. */
+  find(transaction: string, owns: (job: Job) => boolean = () => true): Job[] {
+    const all = [...this.queue.values(), ...(this.running ? [this.running] : [])];
+    return all.filter((j) => j.transaction === transaction && !j.settled && owns(j));
+  }
+
+  /**
+   * Shutdown: new submits answer `shutting_down`, queued jobs get `shutting_down` now (another
+   * node can serve them), the running one may finish until `deadlineMs`, then it is aborted.
+   */
+  async drain(deadlineMs: number): Promise<void> {
+    this.closing = true;
+    for (const job of this.queue.drain()) {
+      this.settle(job, { reply: errorReply(job.transaction, 'shutting_down', 'bitad is shutting down'), queueMs: null, engineMs: null });
+    }
+    const running = this.running;
+    if (!running) return;
+    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), deadlineMs).unref());
+    if ((await Promise.race([this.runningDone.then(() => 'done' as const), timer])) === 'timeout') {
+      this.stop(running, 'shutting_down', 'bitad is shutting down; generation stopped');
+      await this.runningDone;
+    }
+  }
+
+  private pump(): void {
+    if (this.running || this.closing) return;
+    const job = this.queue.shift();
+    if (!job) return;
+    this.running = job;
+    this.runningDone = this.execute(job).finally(() => {
+      this.running = null;
+      this.completed++;
+      // Start the next job at once: the engine never idles while work waits.
+      this.pump();
+    });
+  }
+
+  private async execute(job: Job): Promise<void> {
+    const t0 = performance.now();
+    job.startedAt = t0;
+    this.lastProgressAt = t0;
+    let seq = 0;
+    const { spec } = job;
+    try {
+      const result = await this.engine.generate(spec.request, {
+        signal: job.abort.signal,
+        onChunk: (chunk) => {
+          this.lastProgressAt = performance.now();
+          if (spec.stream && !job.settled && !job.abort.signal.aborted) spec.onChunk(seq++, chunk);
+        },
+      });
+      const engineMs = performance.now() - t0;
+      if (job.abortCode) {
+        this.settle(job, { reply: errorReply(job.transaction, job.abortCode, job.abortMessage), queueMs: t0 - spec.receivedAt, engineMs, stats: result.stats });
+        return;
+      }
+      const s = result.stats;
+      const data = {
+        text: result.text,
+        tokens: result.tokens,
+        finish_reason: s.finishReason,
+        stats: {
+          prompt_tokens: s.promptTokens,
+          output_tokens: s.outputTokens,
+          queue_ms: round(t0 - spec.receivedAt),
+          ttft_ms: round(s.ttftMs),
+          tpot_ms: round(s.tpotMs),
+          engine_ms: round(engineMs),
+          total_ms: round(performance.now() - spec.receivedAt),
+          tokens_per_s: round(s.tokensPerS),
+          mean_accepted_tokens: round(s.meanAcceptedTokens),
+          tree_budget: this.engine.info().treeBudget,
+        },
+      };
+      this.settle(job, { reply: { transaction: job.transaction, status: 'ok', data }, queueMs: t0 - spec.receivedAt, engineMs, stats: s });
+    } catch (e) {
+      const engineMs = performance.now() - t0;
+      let code: ErrorCode;
+      let message: string;
+      if (job.abortCode) {
+        code = job.abortCode;
+        message = job.abortMessage;
+      } else if (e instanceof EngineError) {
+        code = ENGINE_CODES[e.code] ?? 'model_error';
+        message = e.message;
+      } else {
+        code = 'model_error';
+        message = e instanceof Error ? e.message : String(e);
+      }
+      this.settle(job, { reply: errorReply(job.transaction, code, message), queueMs: t0 - spec.receivedAt, engineMs });
+    } finally {
+      this.lastProgressAt = performance.now();
+    }
+  }
+
+  private settle(job: Job, o: Omit<JobOutcome, 'totalMs' | 'treeBudget'>): void {
+    if (job.settled) return;
+    job.settled = true;
+    if (job.timer) clearTimeout(job.timer);
+    job.spec.finish({ ...o, totalMs: performance.now() - job.spec.receivedAt, treeBudget: this.engine.info().treeBudget });
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}

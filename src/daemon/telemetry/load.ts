@@ -1,0 +1,87 @@
+/**
+ * Load probe on a slow timer: systeminformation's first currentLoad() takes ~0.5 s and it runs shell
+ * commands, so it is never called per request (platform-notes). Jetson GPU load and Raspberry Pi
+ * throttling come from sysfs, which systeminformation does not read.
+ */
+import { readFile } from 'node:fs/promises';
+import si from 'systeminformation';
+
+export interface LoadSample {
+  ts: number;
+  cpu_load_pct: number | null;
+  cpu_temp_c: number | null;
+  gpu_load_pct: number | null;
+  mem_used_mb: number | null;
+  rss_mb: number;
+  throttled: number | null;
+}
+
+const JETSON_GPU = ['/sys/devices/gpu.0/load', '/sys/devices/platform/gpu.0/load']; // per mille
+const PI_THROTTLED = '/sys/devices/platform/soc/soc:firmware/get_throttled'; // vcgencmd bits, hex
+
+async function firstNumber(paths: string[], parse: (s: string) => number): Promise<number | null> {
+  for (const p of paths) {
+    try {
+      const v = parse((await readFile(p, 'utf8')).trim());
+      if (Number.isFinite(v)) return v;
+    } catch {
+      // absent on this board
+    }
+  }
+  return null;
+}
+
+export async function sampleLoad(): Promise<LoadSample> {
+  const [load, temp, mem, gpu, thr] = await Promise.all([
+    si.currentLoad().catch(() => null),
+    si.cpuTemperature().catch(() => null),
+    si.mem().catch(() => null),
+    firstNumber(JETSON_GPU, (s) => Number(s) / 10),
+    firstNumber([PI_THROTTLED], (s) => parseInt(s, 16)),
+  ]);
+  return {
+    ts: Date.now(),
+    cpu_load_pct: load ? round(load.currentLoad) : null,
+    cpu_temp_c: temp && typeof temp.main === 'number' ? temp.main : null,
+    gpu_load_pct: gpu,
+    mem_used_mb: mem ? round((mem.total - mem.available) / 2 ** 20) : null,
+    rss_mb: round(process.memoryUsage.rss() / 2 ** 20),
+    throttled: thr,
+  };
+}
+
+export class LoadMonitor {
+  latest: LoadSample | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private inFlight = false;
+
+  constructor(
+    private readonly periodMs: number,
+    private readonly onSample: (s: LoadSample) => void = () => undefined,
+  ) {}
+
+  start(): void {
+    const tick = () => {
+      if (this.inFlight) return;
+      this.inFlight = true;
+      sampleLoad()
+        .then((s) => {
+          this.latest = s;
+          this.onSample(s);
+        })
+        .catch(() => undefined)
+        .finally(() => (this.inFlight = false));
+    };
+    tick(); // in the background: start-up does not wait for the first (slow) sample
+    this.timer = setInterval(tick, this.periodMs).unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 10) / 10;
+}

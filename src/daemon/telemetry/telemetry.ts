@@ -1,0 +1,56 @@
+/** Periodic `<base>/telemetry` snapshot: latency percentiles of recent requests, queue, tree, load. */
+import { summarize } from '../store/stats.js';
+import type { RequestRow } from '../store/store.js';
+import type { LoadSample } from './load.js';
+
+export interface TelemetrySources {
+  recent: () => RequestRow[];
+  queueDepth: () => number;
+  busy: () => boolean;
+  treeBudget: () => number;
+  load: () => LoadSample | null;
+  uptimeS: () => number;
+}
+
+/** Summary over the requests finished in the last `windowMs`. */
+export function telemetrySnapshot(src: TelemetrySources, windowMs: number, now = Date.now()): Record<string, unknown> {
+  const rows = src.recent().filter((r) => r.ts >= now - windowMs);
+  const s = summarize(rows);
+  return {
+    ts: now,
+    uptime_s: Math.round(src.uptimeS()),
+    window_s: Math.round(windowMs / 1000),
+    requests: s.requests,
+    ok: s.ok,
+    errors: s.errors,
+    tokens_per_s_p50: s.tokens_per_s.p50,
+    ttft_ms_p50: s.ttft_ms.p50,
+    ttft_ms_p95: s.ttft_ms.p95,
+    tpot_ms_p50: s.tpot_ms.p50,
+    tpot_ms_p95: s.tpot_ms.p95,
+    total_ms_p95: s.total_ms.p95,
+    mean_accepted_tokens: s.mean_accepted_tokens,
+    tree_budget: src.treeBudget(),
+    queue_depth: src.queueDepth(),
+    busy: src.busy(),
+    load: src.load(),
+  };
+}
+
+export class TelemetryPublisher {
+  private timer: NodeJS.Timeout | null = null;
+  constructor(
+    private readonly periodMs: number,
+    private readonly src: TelemetrySources,
+    private readonly publish: (body: Record<string, unknown>) => void,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.publish(telemetrySnapshot(this.src, this.periodMs)), this.periodMs).unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+}
