@@ -135,6 +135,7 @@ export class TreeBuilder {
       const drop = Math.max(0, M - free);
       const keep = tree.size - drop;
       if (keep < 2) return; // only the root would remain, and it already has group 0
+      for (let i = keep; i < tree.size; i++) if (tree.group[i] >= 0) return; // never drop a node carrying a group
       // P(path ends at x) over the kept nodes: own score minus the kept children's scores.
       for (let i = 0; i < keep; i++) pEnd[i] = tree.score[i];
       for (let i = 1; i < keep; i++) pEnd[tree.parent[i]] -= tree.score[i];
