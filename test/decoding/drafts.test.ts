@@ -1,0 +1,56 @@
+import t from 'tap';
+import { contextDraft, draftsFromMasks, MaskDrafts } from '../../src/decoding/drafts.js';
+
+t.test('draftsFromMasks keeps the top-k tokens of each mask row with their softmax probabilities', async (t) => {
+  const V = 5;
+  // rows: 0 = some normal row, 1..2 = the two mask rows
+  const logits = Float32Array.from([9, 9, 9, 9, 9, 0, 2, 1, 2.5, -1, 3, 3, 0, 0, 1]);
+  const out = new MaskDrafts(3, 2);
+  draftsFromMasks(logits, V, 1, 2, out);
+  t.equal(out.depths, 2);
+  const z1 = Math.exp(0) + Math.exp(2) + Math.exp(1) + Math.exp(2.5) + Math.exp(-1);
+  t.same(Array.from(out.tokens.subarray(0, 2)), [3, 1]);
+  t.ok(Math.abs(out.probs[0] - Math.exp(2.5) / z1) < 1e-12);
+  t.ok(Math.abs(out.probs[1] - Math.exp(2) / z1) < 1e-12);
+  // ties keep the lower id first
+  t.same(Array.from(out.tokens.subarray(2, 4)), [0, 1]);
+  t.equal(out.count[1], 2);
+  out.clear();
+  t.equal(out.depths, 0);
+});
+
+t.test('draftsFromMasks with k above V keeps every token', async (t) => {
+  const out = new MaskDrafts(1, 8);
+  draftsFromMasks(Float32Array.from([1, 3, 2]), 3, 0, 1, out);
+  t.equal(out.count[0], 3);
+  t.same(Array.from(out.tokens.subarray(0, 3)), [1, 2, 0]);
+  const sum = out.probs[0] + out.probs[1] + out.probs[2];
+  t.ok(Math.abs(sum - 1) < 1e-12);
+});
+
+t.test('contextDraft proposes the continuation of the latest match of the last n-gram', async (t) => {
+  const out = new Int32Array(4);
+  // ... 1 2 3 [9 8] ... 1 2 3 [7 6] ... 1 2 3 → latest earlier match of "1 2 3" is followed by 7 6
+  const tokens = Int32Array.from([1, 2, 3, 9, 8, 5, 1, 2, 3, 7, 6, 4, 1, 2, 3]);
+  const n = contextDraft(tokens, tokens.length, 1, 3, out);
+  t.equal(n, 4);
+  t.same(Array.from(out), [7, 6, 4, 1]);
+});
+
+t.test('contextDraft falls back to shorter n-grams and returns 0 without a match', async (t) => {
+  const out = new Int32Array(2);
+  const tokens = Int32Array.from([5, 6, 7, 1, 6, 8]); // "1 6 8" and "6 8" never occurred before; "8" neither
+  t.equal(contextDraft(tokens, 6, 1, 3, out), 0);
+  const t2 = Int32Array.from([5, 6, 7, 1, 6]); // "1 6" unseen, "6" seen at 1 → 7 1
+  t.equal(contextDraft(t2, 5, 1, 3, out), 2);
+  t.same(Array.from(out), [7, 1]);
+  t.equal(contextDraft(t2, 5, 2, 3, out), 0, 'minNgram 2 refuses the unigram match');
+  t.equal(contextDraft(Int32Array.from([4]), 1, 1, 3, out), 0);
+});
+
+t.test('contextDraft extends periodic text past the end of the context', async (t) => {
+  const out = new Int32Array(6);
+  const tokens = Int32Array.from([1, 2, 1, 2, 1]); // latest "2 1" match at 1 → 2 1 2 1 2 1 ...
+  t.equal(contextDraft(tokens, 5, 1, 3, out), 6);
+  t.same(Array.from(out), [2, 1, 2, 1, 2, 1]);
+});

@@ -1,0 +1,93 @@
+import t from 'tap';
+import { argmax, sampleIndex, TargetDistribution } from '../../src/decoding/sampling.js';
+import { Rng } from '../../src/decoding/rng.js';
+
+/** Logits are float32, so compare to 1e-6. */
+function close(got: ArrayLike<number>, want: number[], what: string): [boolean, string] {
+  const ok = want.every((w, i) => Math.abs(got[i] - w) < 1e-6);
+  return [ok, `${what}: got [${Array.from(got).map((x) => x.toFixed(4))}] want [${want.map((x) => x.toFixed(4))}]`];
+}
+
+const logits = Float32Array.from([Math.log(0.1), Math.log(0.4), Math.log(0.2), Math.log(0.3)]);
+
+t.test('temperature 1 is the softmax, temperature 0.5 squares and renormalises', async (t) => {
+  const d = new TargetDistribution(4);
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 0, topP: 1 }), [0.1, 0.4, 0.2, 0.3], 'T=1'));
+  const sq = [0.01, 0.16, 0.04, 0.09];
+  const z = sq.reduce((a, b) => a + b);
+  t.ok(...close(d.compute(logits, 0, { temperature: 0.5, topK: 0, topP: 1 }), sq.map((x) => x / z), 'T=0.5'));
+});
+
+t.test('top-k keeps the k most likely tokens', async (t) => {
+  const d = new TargetDistribution(4);
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 2, topP: 1 }), [0, 4 / 7, 0, 3 / 7], 'k=2'));
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 1, topP: 1 }), [0, 1, 0, 0], 'k=1'));
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 9, topP: 1 }), [0.1, 0.4, 0.2, 0.3], 'k>V'));
+});
+
+t.test('top-p keeps the shortest most-likely prefix reaching p', async (t) => {
+  const d = new TargetDistribution(4);
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 0, topP: 0.65 }), [0, 4 / 7, 0, 3 / 7], 'p=0.65'));
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 0, topP: 0.75 }), [0, 4 / 9, 2 / 9, 3 / 9], 'p=0.75'));
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 0, topP: 0.01 }), [0, 1, 0, 0], 'p tiny keeps one'));
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 3, topP: 0.6 }), [0, 4 / 7, 0, 3 / 7], 'k then p'));
+});
+
+t.test('top-p over a large vocabulary matches a full sort (prefilter path)', async (t) => {
+  const V = 3000;
+  const rng = new Rng(3);
+  const big = new Float32Array(V);
+  for (let v = 0; v < V; v++) big[v] = 6 * rng.next();
+  const d = new TargetDistribution(V);
+  for (const topP of [0.3, 0.9, 0.999]) {
+    const got = Float64Array.from(d.compute(big, 0, { temperature: 1, topK: 0, topP }));
+    const full = Float64Array.from(d.compute(big, 0, { temperature: 1, topK: 0, topP: 1 }));
+    const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => full[b] - full[a] || a - b);
+    const want = new Float64Array(V);
+    let cum = 0;
+    let kept = 0;
+    for (const v of order) {
+      cum += full[v];
+      kept++;
+      if (cum >= topP) break;
+    }
+    let z = 0;
+    for (let i = 0; i < kept; i++) z += full[order[i]];
+    for (let i = 0; i < kept; i++) want[order[i]] = full[order[i]] / z;
+    let err = 0;
+    for (let v = 0; v < V; v++) err = Math.max(err, Math.abs(got[v] - want[v]));
+    t.ok(err < 1e-12, `topP ${topP}: max error ${err}`);
+  }
+});
+
+t.test('argmax returns the first maximum of the row at the offset', async (t) => {
+  t.equal(argmax(Float32Array.from([0, 0, 5, 1, 9, 9, 2]), 3, 4), 1);
+  t.equal(argmax(Float32Array.from([3, 3]), 0, 2), 0);
+});
+
+t.test('sampleIndex inverts the CDF and skips zero-probability tokens', async (t) => {
+  const p = Float64Array.from([0, 0.5, 0, 0.5]);
+  t.equal(sampleIndex(p, 0), 1);
+  t.equal(sampleIndex(p, 0.49), 1);
+  t.equal(sampleIndex(p, 0.5), 3);
+  t.equal(sampleIndex(p, 0.9999999999), 3);
+});
+
+t.test('the seeded generator is deterministic and roughly uniform', async (t) => {
+  const a = new Rng(42);
+  const b = new Rng(42);
+  const c = new Rng(43);
+  const xs = Array.from({ length: 5 }, () => a.next());
+  t.same(xs, Array.from({ length: 5 }, () => b.next()));
+  t.not(xs[0], c.next());
+  const r = new Rng(1);
+  const bins = new Array(10).fill(0);
+  let outside = 0;
+  for (let i = 0; i < 100000; i++) {
+    const u = r.next();
+    if (!(u >= 0 && u < 1)) outside++;
+    else bins[Math.floor(u * 10)]++;
+  }
+  t.equal(outside, 0);
+  t.ok(bins.every((n) => Math.abs(n - 10000) < 500), `bins ${bins}`);
+});
