@@ -1,0 +1,36 @@
+import t from 'tap';
+import { conformance } from './helpers/conformance.js';
+import { startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { socketHarness, type Harness } from './helpers/harness.js';
+import { statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+let d: TestDaemon;
+let h: Harness;
+t.before(async () => {
+  d = await startDaemon({ enabled: false });
+  h = await socketHarness(d.cfg.socket.path);
+});
+t.teardown(async () => {
+  await h?.close();
+  await d?.stop();
+});
+
+t.test('the socket file is created with mode 0660', async (t) => {
+  t.equal(statSync(d.cfg.socket.path).mode & 0o777, 0o660);
+});
+
+conformance(t, 'socket', () => d, () => h);
+
+t.test('a client that disconnects cancels its requests', async (t) => {
+  const sock = connect(d.cfg.socket.path);
+  await new Promise((r) => sock.once('connect', r));
+  const gotChunk = new Promise((r) => sock.once('data', r));
+  sock.write(JSON.stringify({ type: 'generate', transaction: 'gone', prompt: 'long', max_tokens: 60 }) + '\n');
+  await gotChunk;
+  sock.destroy();
+  for (let i = 0; i < 100 && !d.rows().some((r) => r.txn === 'gone'); i++) await sleep(20);
+  t.match(d.rows().find((r) => r.txn === 'gone'), { outcome: 'error', error_code: 'cancelled' });
+  t.ok(d.engine.active === 0, 'the engine stopped generating');
+});
