@@ -204,6 +204,6 @@ def register(sub) -> None:
     p.add_argument("--out", help="package folder (default: models/stories260K-bita/package)")
     p.add_argument("--adapters", help="adapters file (default: models/stories260K-bita/adapters.pt)")
     p.add_argument("--no-adapters", action="store_true", help="build a plain package")
-    p.add_argument("--variants", default="fp32,int8,int4")
+    p.add_argument("--variants", default="fp32,int8,int8w,int4")
     p.add_argument("--fast", action="store_true", help="skip bits-per-byte and onnxruntime measurements")
     p.set_defaults(func=cmd_stories260k)

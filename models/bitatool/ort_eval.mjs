@@ -54,29 +54,40 @@ async function predictions(session) {
   return out;
 }
 
-async function timeIt(session, q, past, reps = 30) {
+// Interleaved timing: the machine's load drifts, so every round times every variant once and the
+// medians are compared (ratios within one run are meaningful, absolute numbers less so).
+async function timeAll(sessions, q, past, reps = 40) {
   const ids = Array.from({ length: q }, (_, i) => 3 + (i % 200));
   const f = feeds(ids, past);
-  for (let i = 0; i < 3; i++) await session.run(f);
-  const ms = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    await session.run(f);
-    ms.push(performance.now() - t0);
+  const ms = new Map([...sessions.keys()].map((v) => [v, []]));
+  for (const s of sessions.values()) for (let i = 0; i < 3; i++) await s.run(f);
+  for (let r = 0; r < reps; r++) {
+    for (const [v, s] of sessions) {
+      const t0 = performance.now();
+      await s.run(f);
+      ms.get(v).push(performance.now() - t0);
+    }
   }
-  ms.sort((x, y) => x - y);
-  return Number(ms[ms.length >> 1].toFixed(3));
+  const med = {};
+  for (const [v, xs] of ms) {
+    xs.sort((x, y) => x - y);
+    med[v] = Number(xs[xs.length >> 1].toFixed(3));
+  }
+  return med;
 }
 
-const opts = { intraOpNumThreads: 2, graphOptimizationLevel: 'all' };
+// One intra-op thread: on a shared 2-core machine spinning worker threads make timings erratic.
+const opts = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
 const variants = Object.keys(manifest.graphs).filter((k) => k !== 'default');
 const result = { positions: 0, agreement_vs_fp32: {}, ms: {}, bytes: {} };
 let ref = null;
 const order = ['fp32', ...variants.filter((v) => v !== 'fp32')];
+const sessions = new Map();
 for (const v of order) {
   if (!manifest.graphs[v]) continue;
   const file = manifest.graphs[v];
   const session = await ort.InferenceSession.create(join(dir, file), opts);
+  sessions.set(v, session);
   const pred = await predictions(session);
   result.bytes[v] = manifest.files[file]?.bytes;
   if (v === 'fp32') {
@@ -87,9 +98,12 @@ for (const v of order) {
     pred.forEach((p, i) => p.forEach((x, j) => { if (x === ref[i][j]) same++; }));
     result.agreement_vs_fp32[v] = Number((same / result.positions).toFixed(5));
   }
-  if (flags.includes('--time')) {
-    result.ms[v] = { q1_past128: await timeIt(session, 1, 128), q16_past128: await timeIt(session, 16, 128) };
-  }
-  await session.release();
 }
+if (flags.includes('--time')) {
+  for (const [q, past] of [[1, 128], [16, 128]]) {
+    const med = await timeAll(sessions, q, past);
+    for (const [v, m] of Object.entries(med)) (result.ms[v] ??= {})[`q${q}_past${past}`] = m;
+  }
+}
+for (const s of sessions.values()) await s.release();
 console.log(JSON.stringify(result));

@@ -19,6 +19,8 @@ VARIANTS = {
     "fp32": ("model.onnx", "float32 weights"),
     "int8": ("model.int8.onnx", "weight-only int8, symmetric per output column, "
              "com.microsoft.DynamicQuantizeMatMul; tied embedding stored once as int8 rows"),
+    "int8w": ("model.int8w.onnx", "int8 storage, fp32 compute: symmetric per output column, rebuilt by "
+              "Cast+Mul that onnxruntime constant-folds at load; computes exactly fake_quant_int8's function"),
     "int4": ("model.int4.onnx", "weight-only 4-bit, symmetric blocks of 32, com.microsoft.MatMulNBits "
              "(accuracy_level 4); tied embedding stored once, looked up with GatherBlockQuantized"),
 }
@@ -95,6 +97,9 @@ def write_package(out_dir: str, model: Llama, tokenizer_json, name: str, provena
             elif v == "int8":
                 log("[package] quantising int8")
                 quantize_int8(fp32, dst)
+            elif v == "int8w":
+                log("[package] int8 storage (fp32 compute)")
+                quantize_int8(fp32, dst, compute="fp32")
             elif v == "int4":
                 log("[package] quantising 4-bit")
                 quantize_4bit(fp32, dst)

@@ -120,7 +120,15 @@ def _finish(g: onnx.ModelProto, dst: str) -> None:
 
 # --- int8 -----------------------------------------------------------------------------------------
 
-def quantize_int8(src: str, dst: str) -> None:
+def quantize_int8(src: str, dst: str, compute: str = "int8") -> None:
+    """compute="int8": DynamicQuantizeMatMul (int8 x uint8 GEMM, activations quantised per tensor at
+    run time). compute="fp32": int8 storage only; Cast+Mul nodes rebuild the fp32 weights, which
+    ORT constant-folds once at session start (file size of int8, speed and RAM of fp32, and the
+    graph computes exactly fake_quant_int8's function)."""
+    if compute == "fp32":
+        return _quantize_int8_storage(src, dst)
+    if compute != "int8":
+        raise ValueError(f"compute must be 'int8' or 'fp32', not {compute!r}")
     g = onnx.load(src)
     for n, b in list(_matmul_weights(g)):
         q, s = int8_columns(b)
@@ -189,6 +197,39 @@ def _quantize_gather_int8(g) -> None:
             _replace_init(g, name, {name + ".q8": np.ascontiguousarray(qt.T), name + ".scale": s,
                                     "q8.axes_last": np.array([-1], dtype=np.int64)})
             _splice(g, n, _gather_rows_int8(g, name, name + ".q8", name + ".scale", n))
+
+
+def _quantize_int8_storage(src: str, dst: str) -> None:
+    g = onnx.load(src)
+    inits = _inits(g)
+    emb, _ = _tied_embedding(g)
+    new_nodes = []
+    for name, init in list(inits.items()):
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2:
+            continue
+        users = _consumers(g, name)
+        if not users or not all(n.op_type in ("MatMul", "Gemm", "Gather") for n in users):
+            continue
+        a = numpy_helper.to_array(init)
+        if all(n.op_type == "MatMul" and n.input[1] == name for n in users):
+            q, s = int8_columns(a)  # [K, N]: one scale per output column
+            shape = np.array([1, -1], dtype=np.int64)
+        elif name == emb or all(n.op_type == "Gather" and n.input[0] == name for n in users):
+            qt, s = int8_columns(a.T)  # [V, dim] table: one scale per row (== per LM-head column)
+            q = np.ascontiguousarray(qt.T)
+            shape = np.array([-1, 1], dtype=np.int64)
+        else:
+            continue
+        _replace_init(g, name, {name + ".q8": q, name + ".scale": s, name + ".scale_shape": shape})
+        new_nodes += [
+            helper.make_node("Cast", [name + ".q8"], [name + ".f"], name=name + ".cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Reshape", [name + ".scale", name + ".scale_shape"], [name + ".s2"], name=name + ".sview"),
+            helper.make_node("Mul", [name + ".f", name + ".s2"], [name], name=name + ".dequant"),
+        ]
+    nodes = list(g.graph.node)
+    del g.graph.node[:]
+    g.graph.node.extend(new_nodes + nodes)
+    _finish(g, dst)
 
 
 # --- 4-bit ----------------------------------------------------------------------------------------

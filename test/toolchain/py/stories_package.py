@@ -14,7 +14,7 @@ from bitatool.stories260k import DEFAULT_SHARED, build
 
 
 def main(out, n):
-    build(out=os.path.join(out, "package"), adapters=None, variants=("fp32", "int8", "int4"), measure=False,
+    build(out=os.path.join(out, "package"), adapters=None, variants=("fp32", "int8", "int8w", "int4"), measure=False,
           log=lambda *_: None)
     sp = spm.SentencePieceProcessor(model_file=os.path.join(DEFAULT_SHARED, "models/stories260K/tok512.model"))
     held = held_out_text(os.path.join(DEFAULT_SHARED, "text/tinystories_val_subset.txt"))
