@@ -58,12 +58,17 @@ def save_case(model, out, ids, pos, bias, past):
     write_tensors(out, t)
 
 
-def main(out_dir):
+def build_model():
     torch.manual_seed(0)
     m = load_llama2c(os.path.join(DATA, "stories260K.bin"))
     m.add_bita(3, 16, seed=1)
     with torch.no_grad():  # adapters large enough that the prefix path changes mask logits a lot
         m.prefix.normal_(0, 0.5)
+    return m
+
+
+def main(out_dir):
+    m = build_model()
     export_onnx(m, os.path.join(out_dir, "model.onnx"))
     quantize_int8(os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, "model.int8.onnx"))
     c = m.c
