@@ -21,7 +21,7 @@ export class SystemdNotifier {
     this.enabled = Boolean(env.NOTIFY_SOCKET);
     const usec = Number(env.WATCHDOG_USEC);
     const pidOk = !env.WATCHDOG_PID || Number(env.WATCHDOG_PID) === process.pid;
-    this.watchdogMs = this.enabled && usec > 0 && pidOk ? Math.max(100, usec / 2000) : null;
+    this.watchdogMs = this.enabled && usec > 0 && pidOk ? usec / 2000 : null;
   }
 
   ready(status: string): Promise<void> {

@@ -1,0 +1,84 @@
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildConfig, ConfigError, loadConfig, PACKAGE_ROOT } from '../../src/daemon/config/load.js';
+import { envLeaves } from '../../src/daemon/config/env.js';
+import { configSchema } from '../../src/daemon/config/schema.js';
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+t.test('an empty config gets every default, with paths resolved against the package root', async (t) => {
+  const c = buildConfig({}, { env: {}, host: 'pi5.local' });
+  t.equal(c.node_id, 'pi5.local');
+  t.equal(c.model.path, join(PACKAGE_ROOT, 'models/tinystories-bita'));
+  t.equal(c.data_dir, join(PACKAGE_ROOT, 'var'));
+  t.equal(c.socket.path, join(PACKAGE_ROOT, 'var/bitad.sock'));
+  t.equal(c.store.path, join(PACKAGE_ROOT, 'var/bitad.db'));
+  t.match(c.mqtt, { enabled: true, embedded: true, port: 1883, protocol_version: 4, base_topic: 'bitad', client_id: 'bitad-pi5.local' });
+  t.equal(c.queue.capacity, 16);
+  t.equal(c.limits.max_payload_bytes, 65536);
+});
+
+t.test('an external broker keeps MQTT 5; the embedded one forces 3.1.1', async (t) => {
+  t.equal(buildConfig({ mqtt: { embedded: false } }, { env: {} }).mqtt.protocol_version, 5);
+  t.equal(buildConfig({ mqtt: { protocol_version: 5 } }, { env: {} }).mqtt.protocol_version, 4);
+});
+
+t.test('unknown keys are rejected with their key path', async (t) => {
+  t.same(problems(() => buildConfig({ mqtt: { hots: 'x' }, colour: 1 }, { env: {} })).sort(), ['colour: unknown key', 'mqtt.hots: unknown key']);
+});
+
+t.test('bad values are rejected with the key path and the reason', async (t) => {
+  const p = problems(() => buildConfig({ mqtt: { port: 70000, tls: { enabled: 'yes' } }, log: { level: 'loud' } }, { env: {} }));
+  t.ok(p.includes('mqtt.port: must be <= 65535'), p.join('; '));
+  t.ok(p.includes('mqtt.tls.enabled: must be boolean'), p.join('; '));
+  t.ok(p.some((x) => x.startsWith('log.level: must be one of')), p.join('; '));
+});
+
+t.test('BITAD_* variables override file values, coerced by the schema type', async (t) => {
+  const c = buildConfig(
+    { mqtt: { host: 'from-file' } },
+    { env: { BITAD_MQTT_HOST: 'broker.lan', BITAD_MQTT_PORT: '8883', BITAD_MQTT_TLS_ENABLED: 'true', BITAD_MQTT_EMBEDDED: 'false', BITAD_MODEL_EXECUTION_PROVIDERS: 'cuda,cpu', BITAD_DATA_DIR: '/var/lib/bitad' } },
+  );
+  t.match(c.mqtt, { host: 'broker.lan', port: 8883, embedded: false, tls: { enabled: true } });
+  t.same(c.model.execution_providers, ['cuda', 'cpu']);
+  t.equal(c.store.path, '/var/lib/bitad/bitad.db');
+});
+
+t.test('a bad environment value names the variable; an unknown BITAD_ variable is rejected', async (t) => {
+  const p = problems(() => buildConfig({}, { env: { BITAD_QUEUE_CAPACITY: 'many', BITAD_MQTT_HOSTT: 'x', BITAD_CONFIG: '/etc/bitad.yaml' } }));
+  t.same(p.sort(), ['BITAD_MQTT_HOSTT: unknown environment variable (no such config key)', 'queue.capacity: must be integer (from BITAD_QUEUE_CAPACITY)']);
+});
+
+t.test('every config leaf has a distinct environment variable', async (t) => {
+  const names = envLeaves(configSchema as never).map((l) => l.name);
+  t.equal(new Set(names).size, names.length);
+  t.ok(names.includes('BITAD_MQTT_TLS_CA') && names.includes('BITAD_STORE_RETENTION_DAYS'));
+});
+
+t.test('a YAML file is loaded; YAML errors and a non-mapping root are reported', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-cfg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const f = join(dir, 'c.yaml');
+  writeFileSync(f, 'node_id: board-7\nqueue:\n  capacity: 4\n');
+  t.match(loadConfig(f, { env: {} }), { node_id: 'board-7', queue: { capacity: 4 } });
+  writeFileSync(f, 'queue: [1\n');
+  t.match(problems(() => loadConfig(f, { env: {} }))[0], /YAML syntax error/);
+  writeFileSync(f, '- a\n- b\n');
+  t.same(problems(() => loadConfig(f, { env: {} })), ['(root): must be a mapping']);
+  t.match(problems(() => loadConfig(join(dir, 'missing.yaml'), { env: {} }))[0], /cannot read/);
+});
+
+t.test('the documented example config is valid', async (t) => {
+  const c = loadConfig(join(PACKAGE_ROOT, 'deploy/bitad.example.yaml'), { env: {} });
+  t.equal(c.mqtt.embedded, false);
+});
