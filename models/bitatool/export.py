@@ -10,6 +10,7 @@ post-processed with plain onnx:
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 
@@ -18,7 +19,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from .model import Llama
+from .model import NEG, Llama
 
 OPSET = 14
 IO_NAMES = {
@@ -30,7 +31,7 @@ IO_NAMES = {
 
 
 class _Graph(torch.nn.Module):
-    """Flat-argument wrapper: the exporter needs tensors, not a list of (k, v) tuples."""
+    """model.forward itself, flat arguments (the exporter needs tensors, not lists of tuples)."""
 
     def __init__(self, model: Llama):
         super().__init__()
@@ -44,6 +45,62 @@ class _Graph(torch.nn.Module):
         for k, v in new:
             out += [k, v]
         return tuple(out)
+
+
+class _LeanGraph(_Graph):
+    """The same function as model.forward (tests hold it to 1e-4), written for a small ONNX graph:
+    batch fixed at 1 and -1 for the one dynamic axis, so reshapes need no Shape/Gather/Concat
+    chains; the rotary tables and the prefix bias are built once, not per layer; GQA groups the
+    query heads of each KV head ([1, KVH, rep, Q, D] against [1, KVH, 1, D, T]) instead of copying
+    K/V rep times. On a 260K-parameter model ORT's per-node cost dominates a step, so node count
+    is speed. Reuses the model's own modules (norms, projections, FFN, embedding, prefix_kv)."""
+
+    def forward(self, input_ids, position_ids, attention_bias, *past):
+        m, c = self.m, self.m.c
+        H, KVH, D = c.n_heads, c.n_kv_heads, c.head_dim
+        rep = H // KVH
+        x = m.embed(input_ids)  # [1, Q, dim]
+        inv = 1.0 / (c.rope_theta ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+        ang = position_ids.to(torch.float32).unsqueeze(-1) * inv  # [1, Q, D/2]
+        cos = torch.cat([ang.cos(), ang.cos()], -1).unsqueeze(2)  # [1, Q, 1, D]
+        sin = torch.cat([ang.sin(), ang.sin()], -1).unsqueeze(2)
+        half = D // 2
+
+        def rot(t):
+            return t * cos + torch.cat([-t[..., half:], t[..., :half]], -1) * sin
+
+        bias = attention_bias.unsqueeze(1)  # [1, 1, 1, Q, T]
+        pkv = m.prefix_kv()
+        if pkv is not None:
+            is_mask = (input_ids >= c.vocab_size).view(1, 1, 1, -1, 1)
+            P = pkv[0][0].shape[1]
+            pbias = torch.where(is_mask, torch.zeros(1, 1, 1, 1, P), torch.full((1, 1, 1, 1, P), NEG))
+        scale = 1.0 / math.sqrt(D)
+        out = []
+        for i, layer in enumerate(m.layers):
+            at = layer.attention
+            h = layer.attention_norm(x)
+            q = rot(at.wq(h).view(1, -1, H, D))
+            k = rot(at.wk(h).view(1, -1, KVH, D))
+            v = at.wv(h).view(1, -1, KVH, D)
+            keys = torch.cat([past[2 * i], k], 1)  # [1, T, KVH, D]
+            vals = torch.cat([past[2 * i + 1], v], 1)
+            qg = q.transpose(1, 2).reshape(1, KVH, rep, -1, D)  # head h = kv * rep + r
+            kt = keys.permute(0, 2, 3, 1).unsqueeze(2)  # [1, KVH, 1, D, T]
+            vg = vals.transpose(1, 2).unsqueeze(2)  # [1, KVH, 1, T, D]
+            scores = torch.matmul(qg, kt) * scale + bias  # [1, KVH, rep, Q, T]
+            if pkv is not None:
+                pk, pv = pkv[i]  # [KVH, P, D], never rotated
+                ps = torch.matmul(qg, pk.transpose(1, 2).unsqueeze(1).unsqueeze(0)) * scale + pbias
+                probs = torch.softmax(torch.cat([ps, scores], -1), -1)
+                o = torch.matmul(probs[..., :P], pv.unsqueeze(1).unsqueeze(0)) + torch.matmul(probs[..., P:], vg)
+            else:
+                o = torch.matmul(torch.softmax(scores, -1), vg)  # [1, KVH, rep, Q, D]
+            o = o.reshape(1, H, -1, D).transpose(1, 2).reshape(1, -1, H * D)
+            x = x + at.wo(o)
+            x = x + layer.feed_forward(layer.ffn_norm(x))
+            out += [k, v]
+        return (m.lm_head(m.norm(x)), *out)
 
 
 def io_names(n_layers: int) -> tuple[list[str], list[str]]:
@@ -64,8 +121,9 @@ def _dummy_inputs(model: Llama, q: int = 3, past: int = 2):
     return (ids, pos, bias, *pk)
 
 
-def export_onnx(model: Llama, path: str) -> None:
-    """Write the fp32 graph. Fold any training-only reparameterisation into model.prefix first."""
+def export_onnx(model: Llama, path: str, lean: bool = True) -> None:
+    """Write the fp32 graph. Fold any training-only reparameterisation into model.prefix first.
+    lean=False traces model.forward itself (a bigger graph; for checking the lean one)."""
     model = model.eval()
     c = model.c
     ins, outs = io_names(c.n_layers)
@@ -80,7 +138,7 @@ def export_onnx(model: Llama, path: str) -> None:
     # TracerWarnings about shape checks are expected: those branches are fixed per model.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Graph(model), _dummy_inputs(model), buf, input_names=ins, output_names=outs,
+        torch.onnx.export((_LeanGraph if lean else _Graph)(model), _dummy_inputs(model), buf, input_names=ins, output_names=outs,
                           dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
     g = onnx.load_from_string(buf.getvalue())
     _name_weights(g, model)
