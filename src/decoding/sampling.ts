@@ -3,6 +3,7 @@
  * top-k, then top-p, renormalised. Plain and tree decoding call the same code, so "exact" means
  * exactly this function. Greedy (T = 0) bypasses it with argmax (lowest id wins ties).
  */
+import { expNonPositive } from './fastexp.js';
 
 export interface SamplingParams {
   /** 0 = greedy. */
@@ -33,27 +34,33 @@ export function argmax(logits: Float32Array, offset: number, V: number): number 
   return best;
 }
 
-/** Below this many candidates top-p sorts them all; above, it first tries the tokens with p >= this. */
-const TOP_P_PREFILTER_COUNT = 1024;
-const TOP_P_PREFILTER_PROB = 1e-4;
+/** Tokens more than this many nats below the max would get p < e^-40 = 4e-18: they get exactly 0. */
+const SKIP_NATS = 40;
+/** Top-p buckets tokens by (max - logit/T) so only the bucket where the mass crosses topP is sorted. */
+const BUCKETS_PER_NAT = 64;
+const BUCKETS = SKIP_NATS * BUCKETS_PER_NAT + 1;
 
 /** Computes target distributions into one reused buffer (allocated once per vocabulary). */
 export class TargetDistribution {
   /** [V] probabilities of the last `compute`, summing to 1. */
   readonly probs: Float64Array;
   private readonly scratch: Float64Array; // [V] quickselect workspace
-  private readonly order: Int32Array; // [V] token ids sorted for top-p
+  private readonly order: Int32Array; // [V] token ids of the crossing top-p bucket
+  private readonly bucket: Uint16Array; // [V] top-p bucket of each token
+  private readonly bucketMass: Float64Array; // [BUCKETS]
   private readonly byProbDesc = (a: number, b: number): number => this.probs[b] - this.probs[a] || a - b;
 
   constructor(readonly V: number) {
     this.probs = new Float64Array(V);
     this.scratch = new Float64Array(V);
     this.order = new Int32Array(V);
+    this.bucket = new Uint16Array(V);
+    this.bucketMass = new Float64Array(BUCKETS);
   }
 
   /** p for the row at logits[offset .. offset+V). params.temperature must be > 0. */
   compute(logits: Float32Array, offset: number, params: SamplingParams): Float64Array {
-    const { V, probs } = this;
+    const { V, probs, bucket } = this;
     const invT = 1 / params.temperature;
     let max = -Infinity;
     for (let v = 0; v < V; v++) {
@@ -63,16 +70,21 @@ export class TargetDistribution {
     }
     let cut = -Infinity;
     if (params.topK > 0 && params.topK < V) cut = this.kthLargest(params.topK);
+    if (max - SKIP_NATS > cut) cut = max - SKIP_NATS;
+    const topP = params.topP < 1;
     let sum = 0;
     for (let v = 0; v < V; v++) {
       const x = probs[v];
-      const e = x >= cut ? Math.exp(x - max) : 0;
-      probs[v] = e;
-      sum += e;
+      if (x >= cut) {
+        const e = expNonPositive(x - max);
+        probs[v] = e;
+        sum += e;
+        if (topP) bucket[v] = ((max - x) * BUCKETS_PER_NAT) | 0; // monotone in p; <= BUCKETS - 1
+      } else probs[v] = 0;
     }
     const inv = 1 / sum;
     for (let v = 0; v < V; v++) probs[v] *= inv;
-    if (params.topP < 1) this.applyTopP(params.topP);
+    if (topP) this.applyTopP(params.topP);
     return probs;
   }
 
@@ -105,42 +117,31 @@ export class TargetDistribution {
     return a[target];
   }
 
+  /**
+   * Keeps the shortest most-likely prefix of tokens whose mass reaches topP (the same set a full
+   * descending sort gives): whole buckets above the crossing bucket, then the crossing bucket sorted.
+   */
   private applyTopP(topP: number): void {
-    const { V, probs, order } = this;
-    let n = 0;
-    let kept = -1;
-    let nonzero = 0;
-    for (let v = 0; v < V; v++) if (probs[v] > 0) nonzero++;
-    if (nonzero > TOP_P_PREFILTER_COUNT) {
-      // The tokens above a threshold are a prefix of the full descending order, so if their mass
-      // already reaches topP the kept set is the same as with a full sort.
-      for (let v = 0; v < V; v++) if (probs[v] >= TOP_P_PREFILTER_PROB) order[n++] = v;
-      kept = this.prefixReaching(n, topP);
-    }
-    if (kept < 0) {
-      n = 0;
-      for (let v = 0; v < V; v++) if (probs[v] > 0) order[n++] = v;
-      kept = this.prefixReaching(n, topP);
-      if (kept < 0) kept = n; // rounding: the whole mass fell just short of topP
-    }
-    let sum = 0;
-    for (let i = 0; i < kept; i++) sum += probs[order[i]];
-    const inv = 1 / sum;
-    // Zero everything, then restore the kept tokens renormalised (order[] still holds their ids).
-    for (let i = 0; i < kept; i++) this.scratch[i] = probs[order[i]] * inv;
-    probs.fill(0);
-    for (let i = 0; i < kept; i++) probs[order[i]] = this.scratch[i];
-  }
-
-  /** Sorts order[0..n) by probability and returns the length of the shortest prefix with mass >= topP, or -1. */
-  private prefixReaching(n: number, topP: number): number {
-    this.order.subarray(0, n).sort(this.byProbDesc);
+    const { V, probs, bucket, bucketMass: mass, order } = this;
+    mass.fill(0);
+    for (let v = 0; v < V; v++) if (probs[v] > 0) mass[bucket[v]] += probs[v];
     let cum = 0;
-    for (let i = 0; i < n; i++) {
-      cum += this.probs[this.order[i]];
-      if (cum >= topP) return i + 1;
+    let crossing = 0;
+    while (crossing < BUCKETS - 1 && cum + mass[crossing] < topP) cum += mass[crossing++];
+    let n = 0;
+    for (let v = 0; v < V; v++) if (probs[v] > 0 && bucket[v] === crossing) order[n++] = v;
+    this.order.subarray(0, n).sort(this.byProbDesc);
+    // Zero the crossing bucket's tail past the point where the mass reaches topP.
+    let i = 0;
+    while (i < n && cum < topP) cum += probs[order[i++]];
+    for (; i < n; i++) probs[order[i]] = 0;
+    let sum = 0;
+    for (let v = 0; v < V; v++) {
+      if (probs[v] > 0 && bucket[v] > crossing) probs[v] = 0;
+      sum += probs[v];
     }
-    return -1;
+    const inv = 1 / sum;
+    for (let v = 0; v < V; v++) probs[v] *= inv;
   }
 }
 

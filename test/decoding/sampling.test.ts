@@ -33,7 +33,7 @@ t.test('top-p keeps the shortest most-likely prefix reaching p', async (t) => {
   t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 3, topP: 0.6 }), [0, 4 / 7, 0, 3 / 7], 'k then p'));
 });
 
-t.test('top-p over a large vocabulary matches a full sort (prefilter path)', async (t) => {
+t.test('top-p over a large vocabulary matches a full sort (bucketed path)', async (t) => {
   const V = 3000;
   const rng = new Rng(3);
   const big = new Float32Array(V);
