@@ -31,7 +31,8 @@ def read_adapters(path: str) -> tuple[torch.Tensor, torch.Tensor, dict, dict | N
     state = blob.get("state", blob)
     if "mask_embeddings" not in state or "prefix" not in state:
         raise ValueError(f"{path}: no mask_embeddings/prefix (keys: {sorted(state)[:8]})")
-    base = {k: v for k, v in state.items() if k not in ("mask_embeddings", "prefix")} or None
+    base = {k: v for k, v in state.items()
+            if k not in ("mask_embeddings", "prefix", "extra", "config") and torch.is_tensor(v)} or None
     return state["mask_embeddings"].float(), state["prefix"].float(), blob.get("extra") or {}, base
 
 
