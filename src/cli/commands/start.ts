@@ -17,8 +17,13 @@ export async function start(configFile: string | undefined): Promise<number> {
   const finished = new Promise<void>((r) => (stopped = r));
   const onSignal = (sig: NodeJS.Signals) => {
     if (stopping) {
-      controller.log.warn({ signal: sig }, 'second signal: exiting without drain');
-      process.exit(1);
+      // A second Ctrl-C means "now"; a repeated SIGTERM (e.g. from a wrapper) just waits for the drain.
+      if (sig === 'SIGINT') {
+        controller.log.warn({ signal: sig }, 'second interrupt: exiting without drain');
+        process.exit(130);
+      }
+      controller.log.info({ signal: sig }, 'already draining');
+      return;
     }
     stopping = controller.stop(sig).then(stopped);
   };

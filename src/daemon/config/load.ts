@@ -2,14 +2,14 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { configSchema, type BitadConfig } from './schema.js';
 import { applyEnv, envLeaves } from './env.js';
 
-/** The repository/package root: relative model and data paths resolve here, never against cwd. */
-export const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+import { PACKAGE_ROOT } from '../package-root.js';
+
+export { PACKAGE_ROOT };
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
