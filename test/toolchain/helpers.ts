@@ -83,3 +83,17 @@ export function argmaxRows(t: ort.Tensor): number[] {
   }
   return out;
 }
+
+export function cosine(a: ort.Tensor, b: ort.Tensor): number {
+  const x = a.data as Float32Array;
+  const y = b.data as Float32Array;
+  let xy = 0;
+  let xx = 0;
+  let yy = 0;
+  for (let i = 0; i < x.length; i++) {
+    xy += x[i]! * y[i]!;
+    xx += x[i]! * x[i]!;
+    yy += y[i]! * y[i]!;
+  }
+  return xy / Math.sqrt(xx * yy);
+}

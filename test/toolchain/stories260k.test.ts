@@ -88,7 +88,7 @@ t.test('stories260K package', async (t) => {
     t.ok(int8 >= 0.92, `int8 (DynamicQuantizeMatMul) agreement ${int8} ≥ 0.92`);
     t.ok(int8w >= 0.96, `int8w (int8 storage, fp32 compute) agreement ${int8w} ≥ 0.96`);
     t.ok(int8w > int8, 'int8 storage with fp32 compute is closer than int8 compute');
-    t.ok(int4 >= 0.6, `int4 agreement ${int4} ≥ 0.6 (4-bit is lossy on a 260K model)`);
+    t.ok(int4 >= 0.7, `int4 agreement ${int4} ≥ 0.7 (4-bit is lossy on a 260K model)`);
     t.ok(int8 > int4, 'int8 is closer to fp32 than 4-bit');
   });
 });

@@ -17,6 +17,7 @@ import torch
 from bitatool.export import export_onnx
 from bitatool.hf import load_hf
 from bitatool.model import causal_bias
+from bitatool.quantize import quantize_4bit, quantize_int8
 from bitatool.tensorio import write_tensors
 
 DATA = os.path.join(os.path.dirname(__file__), "../../../../shared/data")
@@ -163,7 +164,11 @@ def main(out):
                         "qkv_bias": model.c.qkv_bias, "tied": model.c.tied_embedding,
                         "rope_theta": model.c.rope_theta}
         onnx_dir = os.path.join(folder, "onnx")
-        export_onnx(model, os.path.join(onnx_dir, "model.onnx"))
+        src = os.path.join(onnx_dir, "model.onnx")
+        export_onnx(model, src)
+        quantize_int8(src, os.path.join(onnx_dir, "model.int8.onnx"))
+        quantize_int8(src, os.path.join(onnx_dir, "model.int8w.onnx"), compute="fp32")
+        quantize_4bit(src, os.path.join(onnx_dir, "model.int4.onnx"))  # K=48 (down_proj) pads a block
         c = model.c
         t = {"input_ids": x, "position_ids": torch.arange(T).view(1, T), "attention_bias": causal_bias(T),
              "logits": torch.from_numpy(ref.astype(np.float32)).view(1, T, V)}
