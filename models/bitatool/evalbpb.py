@@ -2,10 +2,10 @@
 vocabularies compare fairly).
 
 bpb = (sum over predicted tokens of -log2 p(token | context)) / (UTF-8 bytes of the text).
-Each paragraph is scored on its own, starting from BOS, like TinyStories was trained; the bytes
-counted are the paragraph's own bytes plus one for the newline that separates paragraphs (the
-model is not asked to predict that separator, so the count is slightly conservative for nobody).
-Paragraphs longer than max_positions are scored in consecutive windows.
+Each paragraph is scored on its own, starting from BOS (as llama2.c trained on TinyStories); the
+bytes counted are the paragraph's own UTF-8 bytes plus one for its separator, which the model is
+not asked to predict (the same convention for every model compared). Paragraphs longer than
+max_positions are scored in consecutive windows (the last token of one starts the next).
 """
 from __future__ import annotations
 

@@ -97,3 +97,54 @@ export function cosine(a: ort.Tensor, b: ort.Tensor): number {
   }
   return xy / Math.sqrt(xx * yy);
 }
+
+const NEG = -1e9;
+
+export type Manifest = { architecture: { n_layers: number; n_kv_heads: number; head_dim: number }; graphs: Record<string, string> };
+
+/** KV-cached greedy decoding, one token per step, the cache kept by concatenating new rows. */
+export async function greedy(s: ort.InferenceSession, m: Manifest, prompt: number[], n: number): Promise<number[]> {
+  const { n_layers: L, n_kv_heads: H, head_dim: D } = m.architecture;
+  const cache: Float32Array[] = Array.from({ length: 2 * L }, () => new Float32Array(0));
+  let past = 0;
+  let feed = prompt;
+  const out: number[] = [];
+  while (out.length < n) {
+    const q = feed.length;
+    const bias = new Float32Array(q * (past + q)).fill(NEG);
+    for (let r = 0; r < q; r++) for (let c = 0; c <= past + r; c++) bias[r * (past + q) + c] = 0;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(feed.map(BigInt)), [1, q]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from(feed.map((_, i) => BigInt(past + i))), [1, q]),
+      attention_bias: new ort.Tensor('float32', bias, [1, 1, q, past + q]),
+    };
+    for (let i = 0; i < L; i++) {
+      feeds[`past_key_${i}`] = new ort.Tensor('float32', cache[2 * i]!, [1, past, H, D]);
+      feeds[`past_value_${i}`] = new ort.Tensor('float32', cache[2 * i + 1]!, [1, past, H, D]);
+    }
+    const r = await s.run(feeds);
+    for (let i = 0; i < L; i++) {
+      for (const [j, name] of [[2 * i, `new_key_${i}`], [2 * i + 1, `new_value_${i}`]] as const) {
+        const add = r[name]!.data as Float32Array;
+        const next = new Float32Array(cache[j]!.length + add.length);
+        next.set(cache[j]!);
+        next.set(add, cache[j]!.length);
+        cache[j] = next;
+      }
+    }
+    past += q;
+    const next = argmaxRows(r.logits!).at(-1)!;
+    out.push(next);
+    feed = [next];
+  }
+  return out;
+}
+
+
+/** The greedy ids ../shared/data/PROVENANCE.md records for stories260K (read, not copied). */
+export function provenanceIds(): number[] {
+  const text = readFileSync(join(SHARED, 'PROVENANCE.md'), 'utf8');
+  const m = /first 40 greedy token ids after BOS \(1\) are: ([\d ]+)\./.exec(text);
+  if (!m) throw new Error('PROVENANCE.md: greedy ids not found');
+  return m[1]!.trim().split(/\s+/).map(Number);
+}
