@@ -11,7 +11,7 @@
  * the depths that still fit and a step after the context is full throws.
  * All buffers are allocated in the constructor; a step allocates nothing but a few typed-array views.
  */
-import { TreeBuilder } from './build.js';
+import { TreeBuilder, type BuildLimits } from './build.js';
 import { contextDraft, draftsFromMasks, MaskDrafts } from './drafts.js';
 import { DecoderStateError, PromptTooLongError } from './errors.js';
 import { rowsAttentionBias } from './bias.js';
@@ -104,6 +104,7 @@ export class Decoder {
   private readonly dist: TargetDistribution;
   private readonly rng = new Rng(0);
   private readonly result: StepResult;
+  private readonly limits: BuildLimits = { budget: 1, M: 0, maxDepth: 0, maxGroupDepth: 0, groupGain: 0, contextRate: 0 };
   private sampling: SamplingParams = { temperature: 0, topK: 0, topP: 1 };
   private plain = false;
   private fed = 0; // rows in the model's cache
@@ -128,7 +129,14 @@ export class Decoder {
       prefillChunk: options.prefillChunk ?? 64,
     };
     const o = this.opts;
-    if (!(o.maxRows >= 1) || !(o.prefillChunk >= 1) || !(o.minNgram >= 1) || o.maxNgram < o.minNgram) {
+    if (
+      !(o.maxRows >= 1) ||
+      !(o.prefillChunk >= 1) ||
+      !(o.minNgram >= 1) ||
+      !(o.maxNgram >= o.minNgram) ||
+      !(o.maskTopK >= 1) ||
+      !(o.maxContextDraft >= 0)
+    ) {
       throw new RangeError('bad decoder options');
     }
     this.M = model.maskIds.length;
@@ -276,14 +284,14 @@ export class Decoder {
     }
     if (this.plain) this.masks.clear();
     const hadMasks = this.masks.depths > 0;
-    this.builder.build(tree, this.masks, this.context, contextLength, {
-      budget,
-      M,
-      maxDepth,
-      maxGroupDepth,
-      groupGain: this.groupGain,
-      contextRate: this.contextRate,
-    });
+    const limits = this.limits;
+    limits.budget = budget;
+    limits.M = M;
+    limits.maxDepth = maxDepth;
+    limits.maxGroupDepth = maxGroupDepth;
+    limits.groupGain = this.groupGain;
+    limits.contextRate = this.contextRate;
+    this.builder.build(tree, this.masks, this.context, contextLength, limits);
     const q = treeAttentionBias(tree, model.maskIds, L, this.ids, this.positions, this.bias);
     const logits = model.forward(this.ids, this.positions, this.bias, q);
 
@@ -344,17 +352,8 @@ export class Decoder {
   }
 
   private drawToken(logits: Float32Array, offset: number): number {
-    const p = this.dist.compute(logits, offset, this.sampling);
-    let acc = 0;
-    let last = 0;
-    const u = this.rng.next();
-    for (let v = 0; v < this.V; v++) {
-      if (p[v] <= 0) continue;
-      acc += p[v];
-      last = v;
-      if (u < acc) return v;
-    }
-    return last;
+    this.dist.compute(logits, offset, this.sampling);
+    return this.dist.sample(this.rng.next());
   }
 
   private resetResult(): StepResult {

@@ -42,7 +42,7 @@ export function draftsFromMasks(
 ): void {
   const K = out.k;
   const k = Math.min(K, V);
-  const n = Math.min(depths, out.maxDepths);
+  const n = k > 0 ? Math.min(depths, out.maxDepths) : 0;
   const tokens = out.tokens;
   const vals = out.probs; // holds raw logits until normalised
   for (let d = 0; d < n; d++) {

@@ -78,7 +78,7 @@ export function verifySampling(
       p[t] = 0; // residual = max(p - delta(c), 0), kept unnormalised
     }
     if (accepted < 0) {
-      out.bonus = sampleResidual(p, rng.next() * remaining);
+      out.bonus = sampleResidual(p, dist.support, dist.supportSize, rng.next() * remaining);
       return out;
     }
     out.rows[out.length++] = accepted;
@@ -86,12 +86,13 @@ export function verifySampling(
   }
 }
 
-/** Inverse CDF over an unnormalised residual; u is in [0, its mass). */
-function sampleResidual(p: Float64Array, u: number): number {
+/** Inverse CDF over an unnormalised residual (p restricted to its support); u is in [0, its mass). */
+function sampleResidual(p: Float64Array, support: Int32Array, size: number, u: number): number {
   let acc = 0;
   let last = -1;
-  for (let v = 0; v < p.length; v++) {
-    if (p[v] <= 0) continue;
+  for (let i = 0; i < size; i++) {
+    const v = support[i];
+    if (p[v] <= 0) continue; // a rejected draft
     acc += p[v];
     last = v;
     if (u < acc) return v;

@@ -1,9 +1,9 @@
 /**
  * Host-side cost of one decoding step (everything but the forward pass), measured with a null model
  * whose forward returns fixed random logits. Not a test (speed targets stay out of unit tests):
- *   npx tsx test/decoding/host-cost.ts
+ *   node --expose-gc --import tsx test/decoding/host-cost.ts
  * Prints microseconds per step for several budgets, vocabularies and sampling settings, and the
- * heap growth over the run (a steady-state step should allocate next to nothing).
+ * heap bytes a step leaves behind (no GC in between: garbage counts too).
  */
 import { Decoder, type GenerationOptions } from '../../src/decoding/decoder.js';
 import type { TreeModel } from '../../src/decoding/model.js';
@@ -40,28 +40,39 @@ function measure(V: number, budget: number, gen: GenerationOptions, label: strin
   const maxPositions = 512;
   const model = new NullModel(V, M, maxPositions, 128);
   const decoder = new Decoder(model, { maxRows: 64, budget, prefillChunk: 64 });
-  // TinyStories-like repetitive prompt so prompt lookup finds matches.
+  // Repetitive prompt so prompt lookup finds matches.
   const prompt = Array.from({ length: 40 }, (_, i) => (i * 7) % 23);
   let steps = 0;
-  let ns = 0n;
+  let ms = 0;
   let rows = 0;
-  const heapBefore = process.memoryUsage().heapUsed;
   for (let rep = 0; rep < 40; rep++) {
     decoder.start(prompt, { ...gen, seed: rep });
     while (!decoder.contextFull && decoder.length < 300) {
-      const t0 = process.hrtime.bigint();
+      const t0 = performance.now();
       const r = decoder.step();
-      ns += process.hrtime.bigint() - t0;
+      ms += performance.now() - t0;
       rows += r.rowsFed;
       steps++;
     }
   }
-  const heapAfter = process.memoryUsage().heapUsed;
-  const us = Number(ns) / steps / 1000;
+  // Allocation: steps only (start() is per request), heap measured around them after full GCs.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  let allocated = 'n/a (run with node --expose-gc)';
+  if (gc) {
+    decoder.start(prompt, { ...gen, seed: 1 });
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    let n = 0;
+    while (!decoder.contextFull && decoder.length < 300) {
+      decoder.step();
+      n++;
+    }
+    const after = process.memoryUsage().heapUsed;
+    allocated = `${((after - before) / n).toFixed(0)} B/step retained+garbage over ${n} steps`;
+  }
   console.log(
     `${label.padEnd(28)} V=${String(V).padEnd(6)} budget=${String(budget).padEnd(3)} ` +
-      `${us.toFixed(1).padStart(7)} us/step  rows/step=${(rows / steps).toFixed(1)}  ` +
-      `heap +${((heapAfter - heapBefore) / 1024).toFixed(0)} KiB over ${steps} steps`,
+      `${((ms / steps) * 1000).toFixed(1).padStart(7)} us/step  rows/step=${(rows / steps).toFixed(1)}  ${allocated}`,
   );
 }
 

@@ -91,3 +91,20 @@ t.test('the seeded generator is deterministic and roughly uniform', async (t) =>
   t.equal(outside, 0);
   t.ok(bins.every((n) => Math.abs(n - 10000) < 500), `bins ${bins}`);
 });
+
+t.test('top-k agrees between the heap (small k) and quickselect (large k) paths', async (t) => {
+  const V = 2000;
+  const rng = new Rng(11);
+  const row = new Float32Array(V);
+  for (let v = 0; v < V; v++) row[v] = Math.round(40 * rng.next()) / 4; // many ties
+  const d = new TargetDistribution(V);
+  for (const k of [1, 7, 256, 257, 1000]) {
+    const p = d.compute(row, 0, { temperature: 1, topK: k, topP: 1 });
+    const sorted = Array.from(row).sort((a, b) => b - a);
+    const kth = sorted[k - 1];
+    let wrong = 0;
+    for (let v = 0; v < V; v++) if ((p[v] > 0) !== (row[v] >= kth)) wrong++;
+    t.equal(wrong, 0, `k=${k}: kept exactly the tokens at or above the k-th logit`);
+    t.equal(d.supportSize, Array.from(row).filter((x) => x >= kth).length);
+  }
+});
