@@ -4,7 +4,7 @@
  * client end-to-end time − the daemon's engine_ms (wall time inside engine.generate), so it holds
  * parsing, queueing, MQTT hops, streaming of chunks and the store.
  *
- *   npm run bench:transport -- [--n 500] [--max-tokens 8] [--model <dir>] [--dist] [--json]
+ *   npm run bench:transport -- [--n 500] [--max-tokens 8] [--model <dir>] [--dist] [--no-stream] [--json]
  *
  * Without --model the fake engine (≈0 ms engine time) is used; with it, the real engine.
  * --dist runs the daemon from the compiled dist/ (npm run build) instead of through tsx, whose
@@ -33,12 +33,14 @@ const { values: args } = parseArgs({
     model: { type: 'string' },
     json: { type: 'boolean', default: false },
     dist: { type: 'boolean', default: false },
+    'no-stream': { type: 'boolean', default: false },
   },
 });
 const N = Number(args.n);
 const WARMUP = Number(args.warmup);
 const MAX_TOKENS = Number(args['max-tokens']);
 const PROMPT = 'Once upon a time';
+const STREAM = !args['no-stream'];
 
 interface Daemon {
   child: ChildProcess;
@@ -126,7 +128,7 @@ async function mqttRun(port: number, base: string, version: 4 | 5) {
     const t0 = performance.now();
     const final = await new Promise<FinalReply>((resolve) => {
       waiting = { key: transaction, resolve };
-      client.publish(`${base}/request/generate`, JSON.stringify({ transaction, prompt: PROMPT, max_tokens: MAX_TOKENS }), {
+      client.publish(`${base}/request/generate`, JSON.stringify({ transaction, prompt: PROMPT, max_tokens: MAX_TOKENS, stream: STREAM }), {
         qos: 1,
         ...(version === 5 ? { properties: { responseTopic: replyTopic, correlationData: Buffer.from(transaction) } } : {}),
       });
@@ -141,7 +143,7 @@ async function socketRun(path: string) {
   const client = await SocketClient.connect(path);
   const result = await measure(async () => {
     const t0 = performance.now();
-    const final = await client.request('generate', { prompt: PROMPT, max_tokens: MAX_TOKENS });
+    const final = await client.request('generate', { prompt: PROMPT, max_tokens: MAX_TOKENS, stream: STREAM });
     return { e2e: performance.now() - t0, final };
   });
   client.close();
@@ -178,7 +180,7 @@ async function main() {
   type R = { transport: string; overhead: ReturnType<typeof dist>; e2e: ReturnType<typeof dist>; engine: ReturnType<typeof dist> };
   const f = (x: number | null) => (x === null ? '-' : x.toFixed(3));
   const lines = [
-    `bitad transport overhead: ${N} sequential requests (+${WARMUP} warm-up), max_tokens ${MAX_TOKENS}, streaming on, engine ${args.model ?? 'fake (~0 ms)'}, daemon ${args.dist ? 'dist/ (compiled)' : 'tsx'}`,
+    `bitad transport overhead: ${N} sequential requests (+${WARMUP} warm-up), max_tokens ${MAX_TOKENS}, streaming ${STREAM ? 'on' : 'off'}, engine ${args.model ?? 'fake (~0 ms)'}, daemon ${args.dist ? 'dist/ (compiled)' : 'tsx'}`,
     '',
     'transport             overhead p50  overhead p99   e2e p50   e2e p99  engine p50',
     ...(rows as unknown as R[]).map(
@@ -192,6 +194,7 @@ async function main() {
     const out = {
       n: N,
       max_tokens: MAX_TOKENS,
+      stream: STREAM,
       engine: args.model ?? 'fake',
       runtime: args.dist ? 'dist' : 'tsx',
       results: Object.fromEntries((rows as unknown as R[]).map((r) => [r.transport, { overhead_ms: r.overhead, e2e_ms: r.e2e, engine_ms: r.engine }])),
