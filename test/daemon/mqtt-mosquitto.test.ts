@@ -70,6 +70,26 @@ for (const version of [5, 4] as const) {
   });
 }
 
+t.test('a request published while the daemon is down is answered after it restarts (persistent session)', async (t) => {
+  for (const version of [5, 4] as const) {
+    const mq = { embedded: false, port: broker.port, protocol_version: version, client_id: `bitad-persist-${version}` };
+    const first = await startDaemon(mq);
+    const base = first.controller.mqtt!.base;
+    await first.stop();
+    const c = await mqtt.connectAsync({ host: '127.0.0.1', port: broker.port, protocolVersion: version });
+    const got = new Promise<Record<string, unknown>>((r) => c.on('message', (_t, p) => {
+      const m = JSON.parse(p.toString());
+      if (m.status) r(m);
+    }));
+    await c.subscribeAsync(`${base}/response/#`, { qos: 1 });
+    await c.publishAsync(`${base}/request/generate`, JSON.stringify({ transaction: `while-down-${version}`, prompt: 'hello', max_tokens: 2 }), { qos: 1 });
+    const second = await startDaemon(mq);
+    t.match(await got, { transaction: `while-down-${version}`, status: 'ok' }, `MQTT ${version === 5 ? '5' : '3.1.1'}`);
+    await c.endAsync();
+    await second.stop();
+  }
+});
+
 t.test('the Last Will marks the node offline when the daemon dies, and reconnect re-publishes online', async (t) => {
   const d = await startDaemon({ embedded: false, port: broker.port, protocol_version: 5, client_id: 'bitad-will', keepalive_s: 1, reconnect_ms: 200 });
   const base = d.controller.mqtt!.base;
