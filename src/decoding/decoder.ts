@@ -319,7 +319,7 @@ export class Decoder {
       if (tree.source[i] & SOURCE_MASK) r.draftedMask++;
       if (tree.source[i] & SOURCE_CONTEXT) r.draftedContext++;
     }
-    if (this.opts.adaptive) this.adapt(path, hadMasks, acc.acceptedMask);
+    if (this.opts.adaptive) this.adapt(path, hadMasks, acc.acceptedMask - acc.acceptedBoth);
     r.rowsFed = q;
     r.nodes = tree.nodeCount;
     r.maskGroups = tree.groupCount;
@@ -334,9 +334,10 @@ export class Decoder {
   /**
    * Online estimates that size the next trees ("keep what earns its rows"): the rate at which a context
    * node is accepted when its parent was (every context node hanging off the accepted path was
-   * tested), and the mask-proposed tokens accepted per step when masks were available.
+   * tested), and the tokens per step that only the masks proposed (what a mask group adds over the
+   * context draft) when masks were available.
    */
-  private adapt(path: VerifiedPath, hadMasks: boolean, acceptedMask: number): void {
+  private adapt(path: VerifiedPath, hadMasks: boolean, acceptedMaskOnly: number): void {
     const tree = this.tree;
     for (let i = 0; i < path.length; i++) {
       const node = path.rows[i];
@@ -348,7 +349,7 @@ export class Decoder {
       }
     }
     this.contextRate = Math.min(0.98, Math.max(0.02, this.contextRate));
-    if (hadMasks) this.groupGain += EMA_ALPHA * (acceptedMask - this.groupGain);
+    if (hadMasks) this.groupGain += EMA_ALPHA * (acceptedMaskOnly - this.groupGain);
   }
 
   private drawToken(logits: Float32Array, offset: number): number {
