@@ -9,6 +9,7 @@ post-processed with plain onnx:
 """
 from __future__ import annotations
 
+import inspect
 import io
 import math
 import os
@@ -121,6 +122,12 @@ def _dummy_inputs(model: Llama, q: int = 3, past: int = 2):
     return (ids, pos, bias, *pk)
 
 
+def _legacy_exporter() -> dict:
+    """Newer torch (2.9+) defaults to the dynamo exporter; this module is written for the
+    TorchScript one that Debian's torch 1.13 has, so ask for it where the choice exists."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def export_onnx(model: Llama, path: str, lean: bool = True) -> None:
     """Write the fp32 graph. Fold any training-only reparameterisation into model.prefix first.
     lean=False traces model.forward itself (a bigger graph; for checking the lean one)."""
@@ -138,8 +145,9 @@ def export_onnx(model: Llama, path: str, lean: bool = True) -> None:
     # TracerWarnings about shape checks are expected: those branches are fixed per model.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export((_LeanGraph if lean else _Graph)(model), _dummy_inputs(model), buf, input_names=ins, output_names=outs,
-                          dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
+        torch.onnx.export((_LeanGraph if lean else _Graph)(model), _dummy_inputs(model), buf, input_names=ins,
+                          output_names=outs, dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True,
+                          **_legacy_exporter())
     g = onnx.load_from_string(buf.getvalue())
     _name_weights(g, model)
     if c.tied_embedding:
