@@ -50,10 +50,6 @@ export interface DispatcherOptions {
   dedupeTtlMs?: number;
 }
 
-export interface Completed {
-  row: RequestRow;
-}
-
 const DEDUPE_MAX = 10_000;
 
 export class Dispatcher {

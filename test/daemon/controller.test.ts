@@ -12,6 +12,7 @@ import { Controller } from '../../src/daemon/controller.js';
 import { SystemdNotifier } from '../../src/daemon/lifecycle/notify.js';
 import type { OkReply } from '../../src/daemon/protocol/envelope.js';
 import { FakeEngine } from '../../src/daemon/testing/fake-engine.js';
+import { EngineError } from '../../src/engine/types.js';
 import { Store } from '../../src/daemon/store/store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bitad-ctl-'));
@@ -106,6 +107,25 @@ t.test('systemd gets READY, WATCHDOG only while the engine makes progress, then 
   t.match(lines, /MAINPID=\d+ READY=1 STATUS=serving fake/);
   t.match(lines, /STOPPING=1/);
   t.ok(lines.indexOf('READY=1') < lines.indexOf('STOPPING=1'));
+});
+
+t.test('an engine that fails every request stops the watchdog after three model errors', async (t) => {
+  const cfg = buildConfig({ data_dir: join(dir, 'broken'), model: { engine: 'fake' }, mqtt: { enabled: false }, telemetry: { enabled: false }, log: { level: 'silent' } }, { env: {} });
+  const engine = new FakeEngine({ chunkDelayMs: 1 });
+  const c = new Controller(cfg, { engineFactory: async () => engine, log: silent });
+  await c.start();
+  const s = await SocketClient.connect(cfg.socket.path);
+  engine.failWith = new EngineError('model_error', 'engine worker exited');
+  for (let i = 0; i < 2; i++) t.match(await s.request('generate', { prompt: 'x', max_tokens: 2 }), { error: { code: 'model_error' } });
+  t.ok(c.scheduler!.responsive(30_000), 'two failures: still considered alive');
+  await s.request('generate', { prompt: 'x', max_tokens: 2 });
+  t.notOk(c.scheduler!.responsive(30_000), 'three in a row: not answering');
+  t.match(c.health(), { engine_responsive: false });
+  engine.failWith = null;
+  t.match(await s.request('generate', { prompt: 'x', max_tokens: 2 }), { status: 'ok' });
+  t.ok(c.scheduler!.responsive(30_000), 'a success resets it');
+  s.close();
+  await c.stop();
 });
 
 t.test('notifications are off when systemd did not ask for them', async (t) => {

@@ -48,6 +48,8 @@ export class Job {
 
 export type SubmitResult = 'queued' | 'busy' | 'shutting_down';
 
+const MAX_MODEL_ERRORS = 3;
+
 const ENGINE_CODES: Record<string, ErrorCode> = {
   bad_request: 'bad_request',
   prompt_too_long: 'prompt_too_long',
@@ -62,6 +64,8 @@ export class Scheduler {
   private runningDone: Promise<void> = Promise.resolve();
   private closing = false;
   private lastProgressAt = performance.now();
+  /** Consecutive model_error results; a dead engine worker fails every request this way. */
+  private modelErrors = 0;
   completed = 0;
 
   constructor(
@@ -81,8 +85,13 @@ export class Scheduler {
     return this.running !== null;
   }
 
-  /** True while the engine is idle or still making progress (drives the systemd watchdog). */
+  /**
+   * True while the engine is idle or still making progress, and has not failed the last
+   * MAX_MODEL_ERRORS requests in a row (drives the systemd watchdog: a broken engine gets the
+   * service restarted).
+   */
   responsive(stallMs: number): boolean {
+    if (this.modelErrors >= MAX_MODEL_ERRORS) return false;
     if (!this.running) return true;
     const since = Math.max(this.lastProgressAt, this.running.startedAt ?? 0);
     return performance.now() - since < stallMs;
@@ -168,6 +177,7 @@ export class Scheduler {
         },
       });
       const engineMs = performance.now() - t0;
+      this.modelErrors = 0;
       if (job.abortCode) {
         this.settle(job, { reply: errorReply(job.transaction, job.abortCode, job.abortMessage), queueMs: t0 - spec.receivedAt, engineMs, stats: result.stats });
         return;
@@ -205,6 +215,8 @@ export class Scheduler {
         code = 'model_error';
         message = e instanceof Error ? e.message : String(e);
       }
+      if (code === 'model_error') this.modelErrors++;
+      else this.modelErrors = 0;
       this.settle(job, { reply: errorReply(job.transaction, code, message), queueMs: t0 - spec.receivedAt, engineMs });
     } finally {
       this.lastProgressAt = performance.now();

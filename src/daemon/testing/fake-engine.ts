@@ -30,6 +30,8 @@ export class FakeEngine implements Engine {
   /** Number of generate() calls that started (duplicate-delivery tests count these). */
   calls = 0;
   active = 0;
+  /** When set, every generate() fails with this error (a broken model or a dead worker). */
+  failWith: EngineError | null = null;
   private treeBudget: number;
   private closed = false;
   readonly contextLength: number;
@@ -72,6 +74,7 @@ export class FakeEngine implements Engine {
       throw new EngineError('bad_request', 'exactly one of prompt/messages');
     }
     this.calls++;
+    if (this.failWith) throw this.failWith;
     this.active++;
     try {
       return await this.run(req, opts);
