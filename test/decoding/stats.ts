@@ -15,7 +15,7 @@ function lnGamma(x: number): number {
 }
 
 /** Upper regularised incomplete gamma Q(a, x). */
-function gammaQ(a: number, x: number): number {
+export function gammaQ(a: number, x: number): number {
   if (x <= 0) return 1;
   const gln = lnGamma(a);
   if (x < a + 1) {
@@ -86,4 +86,31 @@ export function chiSquare(observed: Map<string, number>, expected: Map<string, n
   }
   const df = Math.max(1, cells - 1);
   return { statistic: stat, df, p: gammaQ(df / 2, stat / 2), impossible };
+}
+
+/**
+ * Two-sample chi-square test of homogeneity: do counts `a` and `b` come from one distribution?
+ * Cells whose pooled expected count is below 5 in either sample are pooled into one cell.
+ */
+export function chiSquareHomogeneity(a: Map<string, number>, b: Map<string, number>): ChiSquare {
+  const na = [...a.values()].reduce((s, x) => s + x, 0);
+  const nb = [...b.values()].reduce((s, x) => s + x, 0);
+  const n = na + nb;
+  const cells: [number, number][] = [];
+  let pool: [number, number] = [0, 0];
+  for (const k of new Set([...a.keys(), ...b.keys()])) {
+    const oa = a.get(k) ?? 0;
+    const ob = b.get(k) ?? 0;
+    if (((oa + ob) * Math.min(na, nb)) / n < 5) pool = [pool[0] + oa, pool[1] + ob];
+    else cells.push([oa, ob]);
+  }
+  if (pool[0] + pool[1] > 0) cells.push(pool);
+  let stat = 0;
+  for (const [oa, ob] of cells) {
+    const ea = ((oa + ob) * na) / n;
+    const eb = ((oa + ob) * nb) / n;
+    stat += ((oa - ea) ** 2) / ea + ((ob - eb) ** 2) / eb;
+  }
+  const df = Math.max(1, cells.length - 1);
+  return { statistic: stat, df, p: gammaQ(df / 2, stat / 2), impossible: 0 };
 }
