@@ -2,8 +2,9 @@
  * buildTree: one dynamic draft tree under a row budget (bita.md section 6).
  *
  * Candidates: a mask child of any node at depth d is one of the top-k tokens of mask d (mask
- * predictions do not depend on the drafted path), scored parentScore * p; the context draft is a
- * chain below the root scored contextRate^depth. Both sources are expanded best-first from one heap
+ * predictions do not depend on the drafted path), scored parentScore * p; each context-draft chain
+ * hangs below the root, its first token scored contextRate (chain 0) or contextAltRate (the
+ * alternatives) and every further token another factor contextRate. All are expanded best-first from one heap
  * (k-best enumeration: popping an item pushes its next sibling and its first child), so nodes enter
  * in non-increasing score order and every prefix of the node list is a connected tree. A path found by
  * both sources is one node (max score, both source bits).
@@ -13,8 +14,8 @@
  * accepted path most likely ends, P(end at x) = score(x) - sum of its children's scores, as long as
  * P(end) * groupGain beats the scores of the M lowest-scored nodes they displace.
  */
-import type { MaskDrafts } from './drafts.js';
-import { SOURCE_CONTEXT, SOURCE_MASK, type DraftTree } from './tree.js';
+import type { ContextDrafts, MaskDrafts } from './drafts.js';
+import { CONTEXT_ALT_HEAD, CONTEXT_MAIN, SOURCE_CONTEXT, SOURCE_MASK, type DraftTree } from './tree.js';
 
 export interface BuildLimits {
   /** Rows this step may feed (>= 1). */
@@ -27,8 +28,11 @@ export interface BuildLimits {
   maxGroupDepth: number;
   /** Expected extra committed tokens a mask group at the end of the accepted path brings. */
   groupGain: number;
-  /** Score of each context-draft token given its parent (chain scores are its powers). */
+  /** Probability that a context-draft token is accepted given its parent was (chain 0's first token and
+   *  every continuation token). */
   contextRate: number;
+  /** The same for the first token of an alternative chain (chains 1..). */
+  contextAltRate: number;
 }
 
 const KIND_MASK = 0;
@@ -40,13 +44,14 @@ export class TreeBuilder {
   private readonly hScore: Float64Array;
   private readonly hParent: Int32Array; // node the candidate would hang off
   private readonly hKind: Uint8Array;
-  private readonly hIndex: Int32Array; // mask rank, or index into the context chain
+  private readonly hIndex: Int32Array; // mask rank, or chain * maxLength + position in the chain
   private readonly pEnd: Float64Array; // [treeCapacity]
 
-  /** treeCapacity: most rows of a tree; maxContextDraft: longest context chain. */
-  constructor(treeCapacity: number, maxContextDraft: number) {
-    // Every pop pushes at most two items and pops are bounded by nodes + context merges.
-    const capacity = treeCapacity + maxContextDraft + 4;
+  /** treeCapacity: most rows of a tree; maxContextTokens: all context-draft tokens (chains x length). */
+  constructor(treeCapacity: number, maxContextTokens: number) {
+    // Every pop pushes at most two items (net +1) and pops are bounded by nodes + context merges;
+    // the start pushes one mask item and one item per chain.
+    const capacity = treeCapacity + 2 * maxContextTokens + 4;
     this.hScore = new Float64Array(capacity);
     this.hParent = new Int32Array(capacity);
     this.hKind = new Uint8Array(capacity);
@@ -55,16 +60,9 @@ export class TreeBuilder {
   }
 
   /**
-   * Fills `tree` (already reset to its root) from the drafts. context[0..contextLength) is the
-   * context-draft chain below the root. Returns the number of rows the tree feeds.
+   * Fills `tree` (already reset to its root) from the drafts. Returns the number of rows the tree feeds.
    */
-  build(
-    tree: DraftTree,
-    masks: MaskDrafts,
-    context: Int32Array,
-    contextLength: number,
-    limits: BuildLimits,
-  ): number {
+  build(tree: DraftTree, masks: MaskDrafts, context: ContextDrafts, limits: BuildLimits): number {
     const { M } = limits;
     const budget = Math.min(limits.budget, tree.capacity);
     const rootGroup = M > 0 && budget >= 1 + M && limits.maxGroupDepth >= 0;
@@ -72,8 +70,12 @@ export class TreeBuilder {
     this.heapSize = 0;
     if (nodeBudget > 0 && limits.maxDepth > 0) {
       this.pushMaskChild(tree, masks, 0, 0);
-      if (contextLength > 0) this.push(limits.contextRate, 0, KIND_CONTEXT, 0);
-      while (this.heapSize > 0 && tree.nodeCount < nodeBudget) this.expand(tree, masks, context, contextLength, limits);
+      for (let c = 0; c < context.chains; c++) {
+        if (context.length[c] > 0) {
+          this.push(c === 0 ? limits.contextRate : limits.contextAltRate, 0, KIND_CONTEXT, c * context.maxLength);
+        }
+      }
+      while (this.heapSize > 0 && tree.nodeCount < nodeBudget) this.expand(tree, masks, context, limits);
     }
     if (rootGroup) {
       tree.attachGroup(0);
@@ -82,13 +84,7 @@ export class TreeBuilder {
     return tree.rows(M);
   }
 
-  private expand(
-    tree: DraftTree,
-    masks: MaskDrafts,
-    context: Int32Array,
-    contextLength: number,
-    limits: BuildLimits,
-  ): void {
+  private expand(tree: DraftTree, masks: MaskDrafts, context: ContextDrafts, limits: BuildLimits): void {
     const score = this.hScore[0];
     const parent = this.hParent[0];
     const kind = this.hKind[0];
@@ -104,7 +100,7 @@ export class TreeBuilder {
         this.push(tree.score[parent] * p, parent, KIND_MASK, index + 1);
       }
     } else {
-      token = context[index];
+      token = context.tokens[index];
     }
     const source = kind === KIND_MASK ? SOURCE_MASK : SOURCE_CONTEXT;
     let node = tree.findChild(parent, token);
@@ -115,8 +111,14 @@ export class TreeBuilder {
       node = tree.addNode(parent, token, source, score);
       if (depth < limits.maxDepth) this.pushMaskChild(tree, masks, node, depth);
     }
-    if (kind === KIND_CONTEXT && index + 1 < contextLength && depth < limits.maxDepth) {
-      this.push(score * limits.contextRate, node, KIND_CONTEXT, index + 1);
+    if (kind === KIND_CONTEXT) {
+      const L = context.maxLength;
+      const chain = (index / L) | 0;
+      const at = index - chain * L;
+      if (tree.contextRole[node] === 0) tree.contextRole[node] = at === 0 && chain > 0 ? CONTEXT_ALT_HEAD : CONTEXT_MAIN;
+      if (at + 1 < context.length[chain] && depth < limits.maxDepth) {
+        this.push(score * limits.contextRate, node, KIND_CONTEXT, index + 1);
+      }
     }
   }
 

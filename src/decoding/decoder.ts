@@ -12,13 +12,13 @@
  * All buffers are allocated in the constructor; a step allocates nothing but a few typed-array views.
  */
 import { TreeBuilder, type BuildLimits } from './build.js';
-import { contextDraft, draftsFromMasks, MaskDrafts } from './drafts.js';
+import { ContextDrafts, contextDrafts, draftsFromMasks, MaskDrafts } from './drafts.js';
 import { DecoderStateError, PromptTooLongError } from './errors.js';
 import { rowsAttentionBias } from './bias.js';
 import type { TreeModel } from './model.js';
 import { Rng } from './rng.js';
 import { argmax, isGreedy, TargetDistribution, type SamplingParams } from './sampling.js';
-import { DraftTree, SOURCE_CONTEXT, SOURCE_MASK, treeAttentionBias } from './tree.js';
+import { CONTEXT_ALT_HEAD, DraftTree, SOURCE_CONTEXT, SOURCE_MASK, treeAttentionBias } from './tree.js';
 import { Acceptance, acceptPath, VerifiedPath, verifyGreedy, verifySampling } from './verify.js';
 
 export interface DecoderOptions {
@@ -35,11 +35,15 @@ export interface DecoderOptions {
   maxNgram?: number;
   /** Longest context-draft chain. Default 8. */
   maxContextDraft?: number;
+  /** Context-draft chains with distinct first tokens (1 = plain prompt lookup). Default 3. */
+  maxContextChains?: number;
   /** Initial per-token acceptance estimate of context drafts. Default 0.5. */
   contextRate?: number;
+  /** Initial acceptance estimate of an alternative chain's first token. Default 0.2. */
+  contextAltRate?: number;
   /** Initial estimate of the committed tokens a mask group brings. Default 1. */
   groupGain?: number;
-  /** Learn contextRate and groupGain from verification outcomes. Default true. */
+  /** Learn contextRate, contextAltRate and groupGain from verification outcomes. Default true. */
   adaptive?: boolean;
   /** Prompt rows fed per prefill forward. Default 64. */
   prefillChunk?: number;
@@ -98,17 +102,26 @@ export class Decoder {
   private readonly tree: DraftTree;
   private readonly builder: TreeBuilder;
   private readonly masks: MaskDrafts;
-  private readonly context: Int32Array; // [maxContextDraft]
+  private readonly context: ContextDrafts;
   private readonly path: VerifiedPath;
   private readonly acceptance = new Acceptance();
   private readonly dist: TargetDistribution;
   private readonly rng = new Rng(0);
   private readonly result: StepResult;
-  private readonly limits: BuildLimits = { budget: 1, M: 0, maxDepth: 0, maxGroupDepth: 0, groupGain: 0, contextRate: 0 };
+  private readonly limits: BuildLimits = {
+    budget: 1,
+    M: 0,
+    maxDepth: 0,
+    maxGroupDepth: 0,
+    groupGain: 0,
+    contextRate: 0,
+    contextAltRate: 0,
+  };
   private sampling: SamplingParams = { temperature: 0, topK: 0, topP: 1 };
   private plain = false;
   private fed = 0; // rows in the model's cache
   private contextRate: number;
+  private contextAltRate: number;
   private groupGain: number;
 
   constructor(
@@ -123,7 +136,9 @@ export class Decoder {
       minNgram: options.minNgram ?? 1,
       maxNgram: options.maxNgram ?? 3,
       maxContextDraft: options.maxContextDraft ?? 8,
+      maxContextChains: options.maxContextChains ?? 3,
       contextRate: options.contextRate ?? 0.5,
+      contextAltRate: options.contextAltRate ?? 0.2,
       groupGain: options.groupGain ?? 1,
       adaptive: options.adaptive ?? true,
       prefillChunk: options.prefillChunk ?? 64,
@@ -135,7 +150,8 @@ export class Decoder {
       !(o.minNgram >= 1) ||
       !(o.maxNgram >= o.minNgram) ||
       !(o.maskTopK >= 1) ||
-      !(o.maxContextDraft >= 0)
+      !(o.maxContextDraft >= 0) ||
+      !(o.maxContextChains >= 0)
     ) {
       throw new RangeError('bad decoder options');
     }
@@ -152,12 +168,13 @@ export class Decoder {
     for (let i = 0; i < this.maxQ; i++) this.commitRows[i] = i;
     this.bias = new Float32Array(this.maxQ * (model.maxPositions + this.maxQ));
     this.tree = new DraftTree(o.maxRows);
-    this.builder = new TreeBuilder(o.maxRows, o.maxContextDraft);
+    this.builder = new TreeBuilder(o.maxRows, o.maxContextChains * o.maxContextDraft);
     this.masks = new MaskDrafts(this.M, o.maskTopK);
-    this.context = new Int32Array(o.maxContextDraft);
+    this.context = new ContextDrafts(o.maxContextChains, o.maxContextDraft);
     this.path = new VerifiedPath(o.maxRows);
     this.dist = new TargetDistribution(this.V);
     this.contextRate = o.contextRate;
+    this.contextAltRate = o.contextAltRate;
     this.groupGain = o.groupGain;
     this.result = {
       tokens: new Int32Array(o.maxRows + 1),
@@ -195,8 +212,8 @@ export class Decoder {
   }
 
   /** Current online estimates used to size the tree (for statistics). */
-  estimates(): { contextRate: number; groupGain: number } {
-    return { contextRate: this.contextRate, groupGain: this.groupGain };
+  estimates(): { contextRate: number; contextAltRate: number; groupGain: number } {
+    return { contextRate: this.contextRate, contextAltRate: this.contextAltRate, groupGain: this.groupGain };
   }
 
   /** Resets the cache, prefills the prompt and emits the first generated token. */
@@ -213,6 +230,7 @@ export class Decoder {
     this.plain = gen.mode === 'plain';
     this.rng.seed(gen.seed ?? 0);
     this.contextRate = this.opts.contextRate;
+    this.contextAltRate = this.opts.contextAltRate;
     this.groupGain = this.opts.groupGain;
     model.truncate(0);
     this.fed = 0;
@@ -278,9 +296,9 @@ export class Decoder {
     const maxGroupDepth = maxPositions - 1 - L - M;
 
     tree.reset(this.tokens[L]);
-    let contextLength = 0;
+    this.context.clear();
     if (!this.plain && this.opts.contextDrafts && budget > 1 && maxDepth > 0) {
-      contextLength = contextDraft(this.tokens, this.length, this.opts.minNgram, this.opts.maxNgram, this.context);
+      contextDrafts(this.tokens, this.length, this.opts.minNgram, this.opts.maxNgram, this.context);
     }
     if (this.plain) this.masks.clear();
     const hadMasks = this.masks.depths > 0;
@@ -291,7 +309,8 @@ export class Decoder {
     limits.maxGroupDepth = maxGroupDepth;
     limits.groupGain = this.groupGain;
     limits.contextRate = this.contextRate;
-    this.builder.build(tree, this.masks, this.context, contextLength, limits);
+    limits.contextAltRate = this.contextAltRate;
+    this.builder.build(tree, this.masks, this.context, limits);
     const q = treeAttentionBias(tree, model.maskIds, L, this.ids, this.positions, this.bias);
     const logits = model.forward(this.ids, this.positions, this.bias, q);
 
@@ -343,12 +362,15 @@ export class Decoder {
       const node = path.rows[i];
       const next = i + 1 < path.length ? path.rows[i + 1] : -1;
       for (let c = tree.firstChild[node]; c >= 0; c = tree.nextSibling[c]) {
-        if (!(tree.source[c] & SOURCE_CONTEXT)) continue;
+        const role = tree.contextRole[c];
+        if (role === 0) continue;
         const hit = c === next ? 1 : 0;
-        this.contextRate += EMA_ALPHA * (hit - this.contextRate);
+        if (role === CONTEXT_ALT_HEAD) this.contextAltRate += EMA_ALPHA * (hit - this.contextAltRate);
+        else this.contextRate += EMA_ALPHA * (hit - this.contextRate);
       }
     }
     this.contextRate = Math.min(0.98, Math.max(0.02, this.contextRate));
+    this.contextAltRate = Math.min(0.98, Math.max(0.02, this.contextAltRate));
     if (hadMasks) this.groupGain += EMA_ALPHA * (acceptedMaskOnly - this.groupGain);
   }
 

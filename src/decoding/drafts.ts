@@ -128,3 +128,58 @@ export function contextDraft(
   }
   return 0;
 }
+
+/**
+ * Several prompt-lookup chains with distinct first tokens: the latest earlier occurrences of the
+ * context's last n-gram (longest n first), each proposing what followed it. Chain 0 is what
+ * contextDraft proposes; the others are alternatives that the tree can branch into when rows are left.
+ */
+export class ContextDrafts {
+  chains = 0;
+  readonly length: Int32Array; // [maxChains] tokens in each chain
+  readonly tokens: Int32Array; // [maxChains, maxLength]
+
+  constructor(
+    readonly maxChains: number,
+    readonly maxLength: number,
+  ) {
+    this.length = new Int32Array(Math.max(1, maxChains));
+    this.tokens = new Int32Array(Math.max(1, maxChains * maxLength));
+  }
+
+  clear(): void {
+    this.chains = 0;
+  }
+}
+
+export function contextDrafts(
+  tokens: Int32Array,
+  length: number,
+  minNgram: number,
+  maxNgram: number,
+  out: ContextDrafts,
+): void {
+  out.chains = 0;
+  const L = out.maxLength;
+  if (L === 0 || out.maxChains === 0) return;
+  for (let n = Math.min(maxNgram, length - 1); n >= minNgram && out.chains < out.maxChains; n--) {
+    const tail = length - n;
+    for (let s = tail - 1; s >= 0 && out.chains < out.maxChains; s--) {
+      let j = 0;
+      while (j < n && tokens[s + j] === tokens[tail + j]) j++;
+      if (j < n) continue;
+      const from = s + n;
+      const first = tokens[from];
+      let seen = false;
+      for (let c = 0; c < out.chains; c++) if (out.tokens[c * L] === first) seen = true;
+      if (seen) continue;
+      const base = out.chains * L;
+      for (let i = 0; i < L; i++) {
+        const x = from + i;
+        out.tokens[base + i] = x < length ? tokens[x] : out.tokens[base + x - length];
+      }
+      out.length[out.chains++] = L;
+    }
+  }
+}
+

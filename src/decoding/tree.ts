@@ -9,6 +9,10 @@ import { rowsAttentionBias } from './bias.js';
 /** Which draft source proposed a node (bit flags: a path found by both is deduplicated into one node). */
 export const SOURCE_MASK = 1;
 export const SOURCE_CONTEXT = 2;
+/** How a context-draft node was proposed (for learning its acceptance rate): a main-chain token or a
+ *  continuation, or the first token of an alternative chain. */
+export const CONTEXT_MAIN = 1;
+export const CONTEXT_ALT_HEAD = 2;
 
 export class DraftTree {
   /** Nodes in use, root included (= rows before the mask groups). */
@@ -19,6 +23,7 @@ export class DraftTree {
   readonly depth: Int32Array; // root 0
   readonly token: Int32Array;
   readonly source: Uint8Array; // SOURCE_* bits; 0 for the root
+  readonly contextRole: Uint8Array; // CONTEXT_* for context-draft nodes, 0 otherwise
   readonly score: Float64Array; // estimated probability that the node is reached (root 1)
   readonly firstChild: Int32Array; // -1 none; children are linked newest first
   readonly nextSibling: Int32Array;
@@ -33,6 +38,7 @@ export class DraftTree {
     this.depth = new Int32Array(capacity);
     this.token = new Int32Array(capacity);
     this.source = new Uint8Array(capacity);
+    this.contextRole = new Uint8Array(capacity);
     this.score = new Float64Array(capacity);
     this.firstChild = new Int32Array(capacity);
     this.nextSibling = new Int32Array(capacity);
@@ -52,6 +58,7 @@ export class DraftTree {
     this.depth[0] = 0;
     this.token[0] = rootToken;
     this.source[0] = 0;
+    this.contextRole[0] = 0;
     this.score[0] = 1;
     this.firstChild[0] = -1;
     this.nextSibling[0] = -1;
@@ -66,6 +73,7 @@ export class DraftTree {
     this.depth[i] = this.depth[parent] + 1;
     this.token[i] = token;
     this.source[i] = source;
+    this.contextRole[i] = 0;
     this.score[i] = score;
     this.firstChild[i] = -1;
     this.group[i] = -1;

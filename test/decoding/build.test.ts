@@ -1,7 +1,7 @@
 import t from 'tap';
 import { TreeBuilder, type BuildLimits } from '../../src/decoding/build.js';
-import { MaskDrafts } from '../../src/decoding/drafts.js';
-import { DraftTree, SOURCE_CONTEXT, SOURCE_MASK } from '../../src/decoding/tree.js';
+import { ContextDrafts, MaskDrafts } from '../../src/decoding/drafts.js';
+import { CONTEXT_ALT_HEAD, CONTEXT_MAIN, DraftTree, SOURCE_CONTEXT, SOURCE_MASK } from '../../src/decoding/tree.js';
 
 /** Mask drafts from explicit (token, prob) lists per depth. */
 function masks(perDepth: [number, number][][], k = 4): MaskDrafts {
@@ -18,7 +18,18 @@ function masks(perDepth: [number, number][][], k = 4): MaskDrafts {
 }
 
 function limits(over: Partial<BuildLimits>): BuildLimits {
-  return { budget: 16, M: 3, maxDepth: 100, maxGroupDepth: 100, groupGain: 0, contextRate: 0.5, ...over };
+  return { budget: 16, M: 3, maxDepth: 100, maxGroupDepth: 100, groupGain: 0, contextRate: 0.5, contextAltRate: 0.2, ...over };
+}
+
+/** Context-draft chains from explicit token lists. */
+function chains(...lists: number[][]): ContextDrafts {
+  const c = new ContextDrafts(4, 8);
+  lists.forEach((l, i) => {
+    c.tokens.set(l, i * 8);
+    c.length[i] = l.length;
+  });
+  c.chains = lists.length;
+  return c;
 }
 
 function nodes(tree: DraftTree): string[] {
@@ -43,7 +54,7 @@ t.test('the dynamic tree takes the nodes with the highest path confidence', asyn
   const tree = new DraftTree(32);
   tree.reset(1);
   const b = new TreeBuilder(32, 8);
-  const rows = b.build(tree, threeDepths, new Int32Array(0), 0, limits({ budget: 1 + 3 + 4 }));
+  const rows = b.build(tree, threeDepths, chains(), limits({ budget: 1 + 3 + 4 }));
   // scores: 10:.6, 10-20:.33, 11:.3, 10-20-30:.297, 10-21:.24, 11-20:.165 ... best 4 are the first four
   t.same(nodes(tree), ['0>10', '1>20', '0>11', '2>30']);
   t.equal(rows, 8);
@@ -56,14 +67,14 @@ t.test('a budget of one row is a plain step; below 1 + M there is no mask group'
   const tree = new DraftTree(32);
   const b = new TreeBuilder(32, 8);
   tree.reset(1);
-  t.equal(b.build(tree, threeDepths, Int32Array.from([5, 6]), 2, limits({ budget: 1 })), 1);
+  t.equal(b.build(tree, threeDepths, chains([5, 6]), limits({ budget: 1 })), 1);
   t.equal(tree.groupCount, 0);
   tree.reset(1);
-  t.equal(b.build(tree, threeDepths, new Int32Array(0), 0, limits({ budget: 3 })), 3);
+  t.equal(b.build(tree, threeDepths, chains(), limits({ budget: 3 })), 3);
   t.equal(tree.groupCount, 0);
   t.same(nodes(tree), ['0>10', '1>20']);
   tree.reset(1);
-  t.equal(b.build(tree, threeDepths, new Int32Array(0), 0, limits({ budget: 4 })), 4);
+  t.equal(b.build(tree, threeDepths, chains(), limits({ budget: 4 })), 4);
   t.same([tree.groupCount, tree.nodeCount], [1, 0]);
 });
 
@@ -72,7 +83,7 @@ t.test('a path proposed by both sources becomes one node carrying both source bi
   tree.reset(1);
   const b = new TreeBuilder(32, 8);
   // context proposes 10 20 99: 10 and 20 coincide with the best mask path
-  b.build(tree, threeDepths, Int32Array.from([10, 20, 99]), 3, limits({ budget: 1 + 3 + 6, contextRate: 0.8 }));
+  b.build(tree, threeDepths, chains([10, 20, 99]), limits({ budget: 1 + 3 + 6, contextRate: 0.8 }));
   const n10 = tree.findChild(0, 10);
   const n20 = tree.findChild(n10, 20);
   const n99 = tree.findChild(n20, 99);
@@ -93,7 +104,7 @@ t.test('the tree never goes deeper than maxDepth and groups only go where their 
   const tree = new DraftTree(32);
   tree.reset(1);
   const b = new TreeBuilder(32, 8);
-  b.build(tree, threeDepths, Int32Array.from([7, 7, 7, 7, 7]), 5, limits({ budget: 30, maxDepth: 2, maxGroupDepth: -1 }));
+  b.build(tree, threeDepths, chains([7, 7, 7, 7, 7]), limits({ budget: 30, maxDepth: 2, maxGroupDepth: -1 }));
   for (let i = 1; i < tree.size; i++) t.ok(tree.depth[i] <= 2);
   t.equal(tree.groupCount, 0, 'not even the root group fits');
   t.ok(tree.nodeCount > 0);
@@ -104,14 +115,36 @@ t.test('extra mask groups go where the path most likely ends when they beat the 
   const b = new TreeBuilder(32, 8);
   const sure = masks([[[10, 0.95]], [[20, 0.9]], [[30, 0.01]]]);
   tree.reset(1);
-  b.build(tree, sure, new Int32Array(0), 0, limits({ budget: 1 + 3 + 3 + 2, M: 3, groupGain: 2 }));
+  b.build(tree, sure, chains(), limits({ budget: 1 + 3 + 3 + 2, M: 3, groupGain: 2 }));
   // nodes 10 (.95), 20 (.855), 30 (.00855); P(end) at 20 = .855 - .00855: group there, node 30 dropped
   t.same(nodes(tree), ['0>10', '1>20']);
   t.equal(tree.groupCount, 2);
   t.equal(tree.groupNode[1], 2);
   t.equal(tree.rows(3), 9);
   tree.reset(1);
-  b.build(tree, sure, new Int32Array(0), 0, limits({ budget: 1 + 3 + 3 + 2, M: 3, groupGain: 0 }));
+  b.build(tree, sure, chains(), limits({ budget: 1 + 3 + 3 + 2, M: 3, groupGain: 0 }));
   t.equal(tree.groupCount, 1, 'no gain, no extra group');
   t.equal(tree.nodeCount, 3);
+});
+
+t.test('alternative context chains branch below the root with their own first-token rate', async (t) => {
+  const tree = new DraftTree(32);
+  tree.reset(1);
+  const b = new TreeBuilder(32, 32);
+  const none = masks([]);
+  b.build(tree, none, chains([4, 5, 6], [7, 8], [4, 9]), limits({ budget: 7, M: 0, contextRate: 0.9, contextAltRate: 0.5 }));
+  // scores: 4 .9, 5 .81, 6 .729, 7 .5, 8 .45, (4 again: merged) 9 .45 → 6 nodes fit
+  const paths: string[] = [];
+  for (let i = 1; i < tree.size; i++) {
+    const p: number[] = [];
+    for (let n = i; n > 0; n = tree.parent[n]) p.unshift(tree.token[n]);
+    paths.push(p.join('/'));
+  }
+  t.same(paths.sort(), ['4', '4/5', '4/5/6', '4/9', '7', '7/8']);
+  const n4 = tree.findChild(0, 4);
+  const n7 = tree.findChild(0, 7);
+  t.equal(tree.contextRole[n4], CONTEXT_MAIN);
+  t.equal(tree.contextRole[n7], CONTEXT_ALT_HEAD);
+  t.equal(tree.contextRole[tree.findChild(n7, 8)], CONTEXT_MAIN, 'continuations count as main-rate tokens');
+  t.ok(Math.abs(tree.score[tree.findChild(n4, 9)] - 0.45) < 1e-12, 'a chain merged at its head continues below the shared node');
 });

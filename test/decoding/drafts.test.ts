@@ -1,5 +1,5 @@
 import t from 'tap';
-import { contextDraft, draftsFromMasks, MaskDrafts } from '../../src/decoding/drafts.js';
+import { ContextDrafts, contextDraft, contextDrafts, draftsFromMasks, MaskDrafts } from '../../src/decoding/drafts.js';
 import { expNonPositive } from '../../src/decoding/fastexp.js';
 import { Rng } from '../../src/decoding/rng.js';
 
@@ -84,4 +84,20 @@ t.test('contextDraft extends periodic text past the end of the context', async (
   const tokens = Int32Array.from([1, 2, 1, 2, 1]); // latest "2 1" match at 1 → 2 1 2 1 2 1 ...
   t.equal(contextDraft(tokens, 5, 1, 3, out), 6);
   t.same(Array.from(out), [2, 1, 2, 1, 2, 1]);
+});
+
+t.test('contextDrafts collects chains with distinct first tokens, latest and longest matches first', async (t) => {
+  const out = new ContextDrafts(3, 2);
+  // last 2-gram "1 2": occurrences followed by 7 (latest), 3, and 7 again (duplicate head, skipped);
+  // then the 1-gram "2" adds its other continuation 5.
+  const tokens = Int32Array.from([1, 2, 7, 0, 2, 5, 1, 2, 3, 0, 1, 2, 7, 9, 1, 2]);
+  contextDrafts(tokens, tokens.length, 1, 3, out);
+  t.equal(out.chains, 3);
+  const chain = (c: number) => Array.from(out.tokens.subarray(c * 2, c * 2 + out.length[c]));
+  t.same(chain(0), [7, 9]);
+  t.same(chain(1), [3, 0]);
+  t.same(chain(2), [5, 1]);
+  const single = new Int32Array(2);
+  contextDraft(tokens, tokens.length, 1, 3, single);
+  t.same(Array.from(single), chain(0), 'chain 0 is the single prompt-lookup draft');
 });
