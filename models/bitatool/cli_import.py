@@ -119,8 +119,10 @@ def cmd_bpb(a) -> int:
 
             q = bits_per_byte(fake_quant_int8(m), sp, text, max_paragraphs=a.max_paragraphs)
             log(f"[bpb] {p} (int8 weights, torch): {q:.4f} bits/byte")
-    n_bytes = len(text.encode("utf-8"))
-    print(f"\nheld-out text: {text_path} ({'whole file' if a.whole_file else 'last 10%'}, {n_bytes} bytes)")
+    part = "whole file" if a.whole_file else "last 10%"
+    if a.max_paragraphs:
+        part += f", first {a.max_paragraphs} paragraphs"
+    print(f"\nheld-out text: {text_path} ({part}; {len(text.encode('utf-8'))} bytes before any paragraph limit)")
     base = rows[-1][1] if not a.no_baseline else None
     for p, b in rows:
         rel = f"  ({(b / base - 1) * 100:+.1f}% vs stories260K)" if base and p != rows[-1][0] else ""

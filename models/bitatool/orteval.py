@@ -31,3 +31,28 @@ def ort_eval(package_dir: str, sequences: list[list[int]], timing: bool = True, 
         return json.loads(r.stdout.strip().splitlines()[-1])
     finally:
         os.unlink(seq_path)
+
+
+def add_ort_eval(package_dir: str, sequences: list[list[int]], timing: bool = True, log=print) -> dict | None:
+    """Measure the package's graphs with onnxruntime-node and record the results in the `eval`
+    block of its manifest.json (in place): `<variant>_greedy_agreement` for every non-fp32 variant,
+    `greedy_agreement_positions`, and `ort_ms_1thread` step times. Returns the new eval block,
+    or None (and says so) when node is not available."""
+    r = ort_eval(package_dir, sequences, timing=timing)
+    if r is None:
+        log("[ort-eval] node not found: quantised-graph agreement not measured")
+        return None
+    path = os.path.join(package_dir, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    ev = dict(manifest.get("eval") or {})
+    for v, a in r["agreement_vs_fp32"].items():
+        ev[f"{v}_greedy_agreement"] = a
+    ev["greedy_agreement_positions"] = r["positions"]
+    if timing:
+        ev["ort_ms_1thread"] = r["ms"]
+    manifest["eval"] = ev
+    with open(path, "w") as f:
+        json.dump(manifest, f, indent=2)
+    log(f"[ort-eval] agreement with fp32: {r['agreement_vs_fp32']} over {r['positions']} positions")
+    return ev

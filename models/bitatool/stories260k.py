@@ -12,7 +12,7 @@ import time
 from .evalbpb import bits_per_byte, held_out_text
 from .llama2c import load_llama2c
 from .loaders import attach_adapters
-from .orteval import held_out_sequences, ort_eval
+from .orteval import add_ort_eval, held_out_sequences
 from .package import file_entry, write_package
 from .tokenizer import sentencepiece_to_tokenizer_json
 
@@ -53,7 +53,7 @@ def build(shared: str = DEFAULT_SHARED, out: str = DEFAULT_OUT, adapters: str | 
     ev: dict = {"held_out": "last 10% of tinystories_val_subset.txt, cut at a blank line"}
     if measure:
         log("[stories260k] bits per byte on held-out text (fp32, torch)")
-        ev["bpb_heldout"] = round(bits_per_byte(model, sp, held), 4)
+        ev["bpb_heldout"] = round(bits_per_byte(model, sp, held, log=log), 4)
     for k in ("mask_top1", "mask_top5", "mask_topk", "eval"):
         if k in extra:
             ev[k if k != "eval" else "adapters"] = extra[k]
@@ -75,17 +75,9 @@ def build(shared: str = DEFAULT_SHARED, out: str = DEFAULT_OUT, adapters: str | 
                              default=default, log=log)
     if measure:
         log("[stories260k] onnxruntime: greedy agreement of quantised graphs vs fp32 on held-out text")
-        r = ort_eval(out, held_out_sequences(sp, held))
-        if r is None:
-            log("[stories260k] node not found: int8/4-bit agreement not measured")
-        else:
-            for v, a in r["agreement_vs_fp32"].items():
-                ev[f"{v}_greedy_agreement"] = a
-            ev["greedy_agreement_positions"] = r["positions"]
-            ev["ort_ms_1thread"] = r["ms"]
-            manifest["eval"] = ev
-            with open(os.path.join(out, "manifest.json"), "w") as f:
-                json.dump(manifest, f, indent=2)
+        new_eval = add_ort_eval(out, held_out_sequences(sp, held), log=log)
+        if new_eval is not None:
+            manifest["eval"] = new_eval
     log(f"[stories260k] done in {time.time() - t0:.1f} s: {out}")
     log(json.dumps(manifest["eval"], indent=1))
     return manifest
