@@ -4,7 +4,8 @@
  * client end-to-end time − the daemon's engine_ms (wall time inside engine.generate), so it holds
  * parsing, queueing, MQTT hops, streaming of chunks and the store.
  *
- *   npm run bench:transport -- [--n 500] [--max-tokens 8] [--model <dir>] [--dist] [--no-stream] [--json]
+ *   npm run bench:transport -- [--n 500] [--max-tokens 8] [--model <dir>] [--dist] [--no-stream]
+ *                              [--node-flags "--max-semi-space-size=1"] [--json]
  *
  * Without --model the fake engine (≈0 ms engine time) is used; with it, the real engine.
  * --dist runs the daemon from the compiled dist/ (npm run build) instead of through tsx, whose
@@ -34,6 +35,7 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     dist: { type: 'boolean', default: false },
     'no-stream': { type: 'boolean', default: false },
+    'node-flags': { type: 'string', default: '' },
   },
 });
 const N = Number(args.n);
@@ -64,7 +66,8 @@ async function startDaemon(dir: string, mqttCfg: Record<string, unknown>): Promi
   };
   writeFileSync(file, JSON.stringify(cfg)); // JSON is YAML
   const entry = args.dist ? [join(PACKAGE_ROOT, 'dist/src/cli/main.js')] : ['--import', 'tsx', join(PACKAGE_ROOT, 'src/cli/main.ts')];
-  const child = spawn(process.execPath, [...entry, 'start', '--config', file], {
+  const flags = args['node-flags']!.split(' ').filter((f) => f !== '');
+  const child = spawn(process.execPath, [...flags, ...entry, 'start', '--config', file], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let logs = '';
@@ -180,7 +183,7 @@ async function main() {
   type R = { transport: string; overhead: ReturnType<typeof dist>; e2e: ReturnType<typeof dist>; engine: ReturnType<typeof dist> };
   const f = (x: number | null) => (x === null ? '-' : x.toFixed(3));
   const lines = [
-    `bitad transport overhead: ${N} sequential requests (+${WARMUP} warm-up), max_tokens ${MAX_TOKENS}, streaming ${STREAM ? 'on' : 'off'}, engine ${args.model ?? 'fake (~0 ms)'}, daemon ${args.dist ? 'dist/ (compiled)' : 'tsx'}`,
+    `bitad transport overhead: ${N} sequential requests (+${WARMUP} warm-up), max_tokens ${MAX_TOKENS}, streaming ${STREAM ? 'on' : 'off'}, engine ${args.model ?? 'fake (~0 ms)'}, daemon ${args.dist ? 'dist/ (compiled)' : 'tsx'}${args['node-flags'] ? ' ' + args['node-flags'] : ''}`,
     '',
     'transport             overhead p50  overhead p99   e2e p50   e2e p99  engine p50',
     ...(rows as unknown as R[]).map(
@@ -197,6 +200,7 @@ async function main() {
       stream: STREAM,
       engine: args.model ?? 'fake',
       runtime: args.dist ? 'dist' : 'tsx',
+      node_flags: args['node-flags'],
       results: Object.fromEntries((rows as unknown as R[]).map((r) => [r.transport, { overhead_ms: r.overhead, e2e_ms: r.e2e, engine_ms: r.engine }])),
       daemon_rss_mb: Math.round(memory.rss * 10) / 10,
       daemon_peak_rss_mb: Math.round(memory.peak * 10) / 10,

@@ -4,7 +4,6 @@
  * throttling come from sysfs, which systeminformation does not read.
  */
 import { readFile } from 'node:fs/promises';
-import si from 'systeminformation';
 
 export interface LoadSample {
   ts: number;
@@ -32,6 +31,8 @@ async function firstNumber(paths: string[], parse: (s: string) => number): Promi
 }
 
 export async function sampleLoad(): Promise<LoadSample> {
+  // Imported on first use (~11 MB of RSS), so a daemon with telemetry off never loads it.
+  const si = (await import('systeminformation')).default;
   const [load, temp, mem, gpu, thr] = await Promise.all([
     si.currentLoad().catch(() => null),
     si.cpuTemperature().catch(() => null),

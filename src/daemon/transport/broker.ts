@@ -3,7 +3,6 @@
  * sockets (platform-notes: Nagle adds 44–88 ms per round trip). aedes speaks MQTT 3.1.1 only.
  */
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import { Aedes } from 'aedes';
 
 export interface EmbeddedBroker {
   port: number;
@@ -11,6 +10,9 @@ export interface EmbeddedBroker {
 }
 
 export async function startEmbeddedBroker(host: string, port: number): Promise<EmbeddedBroker> {
+  // Loaded only when used: aedes and its dependencies add ~12 MB of RSS to a daemon that talks
+  // to an external broker.
+  const { Aedes } = await import('aedes');
   const aedes = await Aedes.createBroker();
   const server: Server = createServer({ noDelay: true }, aedes.handle);
   await new Promise<void>((resolve, reject) => {
