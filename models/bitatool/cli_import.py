@@ -82,13 +82,22 @@ def cmd_package(a) -> int:
     from .package import write_package
 
     _threads()
-    m = load_any(a.model, log=log)
+    meta, tok = {}, a.tokenizer
+    if os.path.isdir(a.model):  # HF folder: its tokenizer, special ids and chat template
+        from .hf import load_hf, tokenizer_meta
+
+        m, hf_tok = load_hf(a.model, log=log)
+        meta, tok = tokenizer_meta(a.model), tok or hf_tok
+    else:
+        m = load_any(a.model, log=log)
+    if not tok:
+        raise SystemExit("package: --tokenizer is required (no tokenizer found with the model)")
     extra = attach_adapters(m, a.adapters, log=log) if a.adapters else {}
     prov = {"model": os.path.abspath(a.model), "adapters": a.adapters and os.path.abspath(a.adapters),
             "adapters_extra": extra or None}
     variants = tuple(a.variants.split(","))
-    write_package(a.out, m, a.tokenizer, a.name, prov, a.license, {}, variants=variants,
-                  default=a.default or variants[-1], log=log)
+    write_package(a.out, m, tok, a.name, prov, a.license, {}, variants=variants,
+                  default=a.default or variants[-1], log=log, **meta)
     return 0
 
 
@@ -179,7 +188,7 @@ def register(sub) -> None:
     p = sub.add_parser("package", help="model + tokenizer.json -> package folder (docs/package-format.md)",
                        formatter_class=F)
     p.add_argument("model")
-    p.add_argument("--tokenizer", required=True, help="tokenizer.json")
+    p.add_argument("--tokenizer", help="tokenizer.json (default: the HF folder's own)")
     p.add_argument("--adapters")
     p.add_argument("--out", required=True)
     p.add_argument("--name", required=True)

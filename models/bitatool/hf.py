@@ -175,3 +175,39 @@ def _tokenizer(folder: str, out: str | None) -> str | None:
         sentencepiece_to_tokenizer_json(sp, out)
         return out
     return None
+
+
+def tokenizer_meta(folder: str) -> dict:
+    """Special ids, add_bos and chat template of a HF folder, for write_package's keyword arguments
+    (bos_id, eos_id, add_bos, chat_template). Missing pieces are left out."""
+    out: dict = {}
+    cfg, tcfg, tok = {}, {}, {}
+    for name, dst in (("config.json", cfg), ("tokenizer_config.json", tcfg), ("tokenizer.json", tok)):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                dst.update(json.load(f))
+    ids = {a["content"]: a["id"] for a in tok.get("added_tokens", [])}
+
+    def token_id(key: str) -> int | None:
+        t = tcfg.get(key)
+        t = t.get("content") if isinstance(t, dict) else t
+        return ids.get(t) if t is not None else None
+
+    for key, field in (("bos_id", "bos_token"), ("eos_id", "eos_token")):
+        v = token_id(field)
+        if v is None:
+            v = cfg.get(field + "_id")
+            v = v[0] if isinstance(v, list) else v
+        if v is not None:
+            out[key] = int(v)
+    if "add_bos_token" in tcfg:
+        out["add_bos"] = bool(tcfg["add_bos_token"])
+    elif "bos_id" not in out:
+        out["add_bos"] = False
+    tmpl = tcfg.get("chat_template")
+    if isinstance(tmpl, list):  # named templates: take "default"
+        tmpl = next((t["template"] for t in tmpl if t.get("name") == "default"), None)
+    if tmpl:
+        out["chat_template"] = tmpl
+    return out

@@ -52,7 +52,7 @@ def write_tokenizer_config(out_dir: str, tok: dict, bos: int | None, eos: int | 
         "add_bos_token": add_bos, "add_eos_token": False,
         "bos_token": inv.get(bos), "eos_token": inv.get(eos), "unk_token": inv.get(0),
         "clean_up_tokenization_spaces": False, "legacy": False,
-        "model_max_length": None, "tokenizer_class": "LlamaTokenizer",
+        "model_max_length": None, "tokenizer_class": "PreTrainedTokenizerFast",
     }
     if chat_template:
         cfg["chat_template"] = chat_template

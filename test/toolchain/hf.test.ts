@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { cosine, maxAbsDiff, openSession, py, readTensors, runCase, tempDir } from './helpers.js';
 
-type Report = Record<string, { max_abs_diff: number; tokenizer: string | null; qkv_bias: boolean; tied: boolean }>;
+type Report = Record<string, {
+  max_abs_diff: number; tokenizer: string | null; qkv_bias: boolean; tied: boolean; meta: Record<string, unknown>;
+}>;
 
 t.test('Hugging Face folders import and match an independent forward', async (t) => {
   const dir = tempDir(t);
@@ -36,6 +38,9 @@ t.test('Hugging Face folders import and match an independent forward', async (t)
     t.equal(report[name]!.tokenizer, 'tokenizer.json', `${name}: a tokenizer.json comes back`);
   }
   t.equal(report.llama_bias_f16!.tokenizer, null, 'a folder without tokenizer gives none');
+  t.same(report.qwen2_bias_f32_sharded!.meta, {
+    eos_id: 2, add_bos: false, chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}',
+  }, 'tokenizer_config.json: eos, add_bos and chat template are picked up for the manifest');
   const tj = JSON.parse(readFileSync(join(dir, 'qwen2_bias_f32_sharded', 'tokenizer.json'), 'utf8'));
   const tok = new Tokenizer(tj, { add_bos_token: true, bos_token: '<s>' });
   t.same(tok.encode('Once upon a time', { add_special_tokens: false }).ids, [403, 407, 261, 378]);

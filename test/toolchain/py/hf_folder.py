@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bitatool.export import export_onnx
-from bitatool.hf import load_hf
+from bitatool.hf import load_hf, tokenizer_meta
 from bitatool.model import causal_bias
 from bitatool.quantize import quantize_4bit, quantize_int8
 from bitatool.tensorio import write_tensors
@@ -150,6 +150,9 @@ def main(out):
         elif tok == "tokenizer.json":
             from bitatool.tokenizer import sentencepiece_to_tokenizer_json
             sentencepiece_to_tokenizer_json(os.path.join(st, "tok512.model"), os.path.join(folder, "tokenizer.json"))
+            with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+                json.dump({"add_bos_token": False, "eos_token": {"content": "</s>"},
+                           "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}, f)
 
         model, tok_path = load_hf(folder)
         ref = reference_logits({k: stored(v, dtype).astype(np.float64) for k, v in w.items()}, ids, theta, 1e-6,
@@ -162,7 +165,7 @@ def main(out):
         report[name] = {"max_abs_diff": diff, "logit_scale": float(np.abs(ref).max()),
                         "tokenizer": os.path.basename(tok_path) if tok_path else None,
                         "qkv_bias": model.c.qkv_bias, "tied": model.c.tied_embedding,
-                        "rope_theta": model.c.rope_theta}
+                        "rope_theta": model.c.rope_theta, "meta": tokenizer_meta(folder)}
         onnx_dir = os.path.join(folder, "onnx")
         src = os.path.join(onnx_dir, "model.onnx")
         export_onnx(model, src)
