@@ -5,7 +5,7 @@
  * parsing, queueing, MQTT hops, streaming of chunks and the store.
  *
  *   npm run bench:transport -- [--n 500] [--max-tokens 8] [--model <dir>] [--dist] [--no-stream]
- *                              [--node-flags "--max-semi-space-size=1"] [--json]
+ *                              [--node-flags=--max-semi-space-size=1] [--json]
  *
  * Without --model the fake engine (≈0 ms engine time) is used; with it, the real engine.
  * --dist runs the daemon from the compiled dist/ (npm run build) instead of through tsx, whose
