@@ -48,6 +48,27 @@ class _Graph(torch.nn.Module):
         return tuple(out)
 
 
+class _Rotary(torch.autograd.Function):
+    """Rotate-half RoPE from cached cos/sin tables; exported as one com.microsoft.RotaryEmbedding
+    node (instead of ~6 per projection). The tables hold cos/sin(float32(p) * inv_freq) exactly as
+    model.rope computes them."""
+
+    @staticmethod
+    def forward(ctx, x, pos, cos_cache, sin_cache, num_heads: int):
+        b, q, hd = x.shape
+        d = hd // num_heads
+        t = x.view(b, q, num_heads, d)
+        cos = torch.cat([cos_cache[pos], cos_cache[pos]], -1).unsqueeze(2)  # [B, Q, 1, D]
+        sin = torch.cat([sin_cache[pos], sin_cache[pos]], -1).unsqueeze(2)
+        half = d // 2
+        return (t * cos + torch.cat([-t[..., half:], t[..., :half]], -1) * sin).reshape(b, q, hd)
+
+    @staticmethod
+    def symbolic(g, x, pos, cos_cache, sin_cache, num_heads):
+        return g.op("com.microsoft::RotaryEmbedding", x, pos, cos_cache, sin_cache, interleaved_i=0,
+                    num_heads_i=num_heads)
+
+
 class _LeanGraph(_Graph):
     """The same function as model.forward (tests hold it to 1e-4), written for a small ONNX graph:
     batch fixed at 1 and -1 for the one dynamic axis, so reshapes need no Shape/Gather/Concat
@@ -62,13 +83,8 @@ class _LeanGraph(_Graph):
         rep = H // KVH
         x = m.embed(input_ids)  # [1, Q, dim]
         inv = 1.0 / (c.rope_theta ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
-        ang = position_ids.to(torch.float32).unsqueeze(-1) * inv  # [1, Q, D/2]
-        cos = torch.cat([ang.cos(), ang.cos()], -1).unsqueeze(2)  # [1, Q, 1, D]
-        sin = torch.cat([ang.sin(), ang.sin()], -1).unsqueeze(2)
-        half = D // 2
-
-        def rot(t):
-            return t * cos + torch.cat([-t[..., half:], t[..., :half]], -1) * sin
+        ang = torch.arange(c.max_positions, dtype=torch.float32).unsqueeze(-1) * inv  # [max_pos, D/2]
+        cos_cache, sin_cache = ang.cos(), ang.sin()
 
         bias = attention_bias.unsqueeze(1)  # [1, 1, 1, Q, T]
         pkv = m.prefix_kv()
@@ -81,8 +97,8 @@ class _LeanGraph(_Graph):
         for i, layer in enumerate(m.layers):
             at = layer.attention
             h = layer.attention_norm(x)
-            q = rot(at.wq(h).view(1, -1, H, D))
-            k = rot(at.wk(h).view(1, -1, KVH, D))
+            q = _Rotary.apply(at.wq(h), position_ids, cos_cache, sin_cache, H).view(1, -1, H, D)
+            k = _Rotary.apply(at.wk(h), position_ids, cos_cache, sin_cache, KVH).view(1, -1, KVH, D)
             v = at.wv(h).view(1, -1, KVH, D)
             keys = torch.cat([past[2 * i], k], 1)  # [1, T, KVH, D]
             vals = torch.cat([past[2 * i + 1], v], 1)
@@ -147,6 +163,7 @@ def export_onnx(model: Llama, path: str, lean: bool = True) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export((_LeanGraph if lean else _Graph)(model), _dummy_inputs(model), buf, input_names=ins,
                           output_names=outs, dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True,
+                          custom_opsets={"com.microsoft": 1},
                           **_legacy_exporter())
     g = onnx.load_from_string(buf.getvalue())
     _name_weights(g, model)

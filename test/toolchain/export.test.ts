@@ -2,6 +2,7 @@
 // stories260K with random BiTA adapters, so mask rows exercise the in-graph prefix K/V.
 import t from 'tap';
 import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { argmaxRows, maxAbsDiff, openSession, py, readTensors, runCase, tempDir } from './helpers.js';
 
 const dir = tempDir(t);
@@ -19,6 +20,17 @@ t.test('fp32 graph matches torch logits and new K/V within 1e-4', async (t) => {
       t.ok(d <= 1e-4, `${name}: ${o} max abs diff ${d.toExponential(2)} ≤ 1e-4`);
     }
   }
+});
+
+t.test('positions at or beyond max_positions are refused, not silently wrapped', async (t) => {
+  const s = await openSession(join(dir, 'model.onnx'));
+  const c = readTensors(join(dir, 'prefill'));
+  const q = c.get('input_ids')!.dims[1]!;
+  const pos = new BigInt64Array(q).fill(511n);
+  c.set('position_ids', new ort.Tensor('int64', pos, [1, q]));
+  await t.resolves(runCase(s, c), 'position 511 (the last of 512) runs');
+  c.set('position_ids', new ort.Tensor('int64', new BigInt64Array(q).fill(512n), [1, q]));
+  await t.rejects(runCase(s, c), /out of range/, 'position 512 is an error');
 });
 
 t.test('quantised graphs store the embedding once and round like fake_quant_int8', async (t) => {
