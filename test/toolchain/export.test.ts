@@ -22,6 +22,19 @@ t.test('fp32 graph matches torch logits and new K/V within 1e-4', async (t) => {
   }
 });
 
+t.test('a multi-head (no GQA) model exports exactly too (aidreams260K)', async (t) => {
+  const mha = tempDir(t);
+  py(['test/toolchain/py/ort_vectors.py', mha, 'aidreams260K']);
+  const s = await openSession(join(mha, 'model.onnx'));
+  for (const name of ['prefill', 'tree']) {
+    const c = readTensors(join(mha, name));
+    const out = await runCase(s, c);
+    let worst = 0;
+    for (const o of s.outputNames) worst = Math.max(worst, maxAbsDiff(out[o]!, c.get(o)!));
+    t.ok(worst <= 1e-4, `${name}: every output within ${worst.toExponential(2)} ≤ 1e-4`);
+  }
+});
+
 t.test('positions at or beyond max_positions are refused, not silently wrapped', async (t) => {
   const s = await openSession(join(dir, 'model.onnx'));
   const c = readTensors(join(dir, 'prefill'));

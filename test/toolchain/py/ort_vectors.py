@@ -1,6 +1,6 @@
 """Write stories260K (+ random BiTA adapters) as fp32/int8 graphs and torch reference vectors.
 
-usage: ort_vectors.py OUT_DIR
+usage: ort_vectors.py OUT_DIR [stories260K|aidreams260K]   (aidreams260K: plain multi-head attention)
 OUT_DIR/model.onnx, OUT_DIR/model.int8.onnx and one case folder each (tensorio layout) holding
 the graph inputs plus torch's outputs (logits, new_key_i, new_value_i):
   prefill  — past = 0: a prompt followed by one mask group (group 0)
@@ -17,7 +17,8 @@ from bitatool.model import NEG
 from bitatool.quantize import quantize_int8
 from bitatool.tensorio import write_tensors
 
-DATA = os.path.join(os.path.dirname(__file__), "../../../../shared/data/models/stories260K")
+MODELS = os.path.join(os.path.dirname(__file__), "../../../../shared/data/models")
+CKPT = {"stories260K": "stories260K/stories260K.bin", "aidreams260K": "aidreams260K/aidreams260K.bin"}
 
 
 def tree_case(model, past_len: int):
@@ -58,17 +59,17 @@ def save_case(model, out, ids, pos, bias, past):
     write_tensors(out, t)
 
 
-def build_model():
+def build_model(name="stories260K"):
     torch.manual_seed(0)
-    m = load_llama2c(os.path.join(DATA, "stories260K.bin"))
+    m = load_llama2c(os.path.join(MODELS, CKPT[name]))
     m.add_bita(3, 16, seed=1)
     with torch.no_grad():  # adapters large enough that the prefix path changes mask logits a lot
         m.prefix.normal_(0, 0.5)
     return m
 
 
-def main(out_dir):
-    m = build_model()
+def main(out_dir, name="stories260K"):
+    m = build_model(name)
     export_onnx(m, os.path.join(out_dir, "model.onnx"))
     quantize_int8(os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, "model.int8.onnx"))
     c = m.c
@@ -96,4 +97,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

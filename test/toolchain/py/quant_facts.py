@@ -17,7 +17,6 @@ from bitatool.quantize import fake_quant_int8, quantize_4bit, quantize_int8
 from bitatool.tensorio import read_tensors, write_tensors
 from ort_vectors import build_model
 
-DATA = os.path.join(os.path.dirname(__file__), "../../../../shared/data/models/stories260K")
 
 
 def dequantised(g):
