@@ -32,11 +32,19 @@ export interface Mosquitto {
   stop(): Promise<void>;
 }
 
-export async function startMosquitto(): Promise<Mosquitto> {
+export interface MosquittoOptions {
+  /** TLS listener: PEM files; requireCertificate makes clients present a certificate signed by `ca`. */
+  tls?: { ca: string; cert: string; key: string; requireCertificate: boolean };
+}
+
+export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosquitto> {
   const dir = mkdtempSync(join(tmpdir(), 'bitad-mosq-'));
   const port = await freePort();
   const conf = join(dir, 'mosquitto.conf');
-  writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_packet_size 1048576\n`);
+  const tls = opts.tls
+    ? `cafile ${opts.tls.ca}\ncertfile ${opts.tls.cert}\nkeyfile ${opts.tls.key}\nrequire_certificate ${opts.tls.requireCertificate}\n`
+    : '';
+  writeFileSync(conf, `listener ${port} 127.0.0.1\n${tls}allow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_packet_size 1048576\n`);
   const child: ChildProcess = spawn(MOSQUITTO, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));

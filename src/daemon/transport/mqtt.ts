@@ -68,15 +68,25 @@ export class MqttTransport {
     client.on('reconnect', () => this.o.log.info('mqtt reconnecting'));
     client.on('offline', () => this.o.log.warn('mqtt offline'));
     client.on('error', (e) => this.o.log.error({ err: e }, 'mqtt error'));
+    // Start-up fails fast on the first error (TLS, credentials, refused connection): it is a
+    // configuration or broker problem, and systemd's Restart= retries. After the first connect,
+    // mqtt.js reconnects by itself.
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        client.end(true);
-        reject(new Error(`mqtt: no connection to ${cfg.host}:${this.o.port} within ${opts.connectTimeout} ms`));
-      }, (opts.connectTimeout ?? 10_000) + 500);
-      client.once('connect', () => {
+      const fail = (e: Error) => {
         clearTimeout(timer);
+        client.off('connect', ok);
+        client.end(true);
+        this.client = null;
+        reject(new Error(`mqtt: cannot connect to ${cfg.host}:${this.o.port}: ${e.message}`));
+      };
+      const ok = () => {
+        clearTimeout(timer);
+        client.off('error', fail);
         resolve();
-      });
+      };
+      const timer = setTimeout(() => fail(new Error(`no CONNACK within ${opts.connectTimeout} ms`)), (opts.connectTimeout ?? 10_000) + 500);
+      client.once('connect', ok);
+      client.once('error', fail);
     });
   }
 

@@ -41,7 +41,12 @@ export async function startDaemon(mqtt: Record<string, unknown>, extra: (c: Reco
   const cfg = buildConfig(input, { env: {} });
   const engine = new FakeEngine({ contextLength: cfg.model.fake.context_length, chunkDelayMs: cfg.model.fake.chunk_delay_ms });
   const controller = new Controller(cfg, { engineFactory: async () => engine, log: pino({ level: 'silent' }) });
-  await controller.start();
+  try {
+    await controller.start();
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   return {
     controller,
     engine,
