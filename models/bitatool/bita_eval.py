@@ -15,7 +15,7 @@ from .model import Llama
 
 
 @torch.no_grad()
-def mask_accuracy(model: Llama, data: list[tuple[list[int], int]], k: int = 5, chunk: int = 64, log=None) -> dict:
+def mask_accuracy(model: Llama, data: list[tuple[list[int], int]], k: int = 5, chunk: int = 256, log=None) -> dict:
     M = model.c.n_masks
     hit1 = torch.zeros(M)
     hitk = torch.zeros(M)

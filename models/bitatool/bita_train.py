@@ -83,13 +83,16 @@ def pack_batch(seqs: list[tuple[list[int], int]], n_groups: int, M: int, V: int,
     valid = (tgt_idx < lens) & (off.unsqueeze(-1) <= lens - 2)
     targets = torch.where(valid, ids.gather(1, tgt_idx.clamp(max=T - 1).view(B, -1)).view(B, G, M),
                           torch.full_like(tgt_idx, -100)).view(B, G * M)
+    # Normal rows past the last group's context are never seen: do not compute them.
+    cut = max(1, min(T, max(starts) + G - 1))
+    ids = ids[:, :cut]
     # bias: context columns c < s visible; own-group masks j' <= j visible.
-    ctx_vis = torch.arange(T).view(1, 1, T) < off.repeat_interleave(M, 1).unsqueeze(-1)  # [B, GM, T]
+    ctx_vis = torch.arange(cut).view(1, 1, cut) < off.repeat_interleave(M, 1).unsqueeze(-1)  # [B, GM, cut]
     grp = torch.arange(G).repeat_interleave(M)
     jj = j.repeat(G)
     own = (grp.view(-1, 1) == grp.view(1, -1)) & (jj.view(1, -1) <= jj.view(-1, 1))  # [GM, GM]
     vis = torch.cat([ctx_vis, own.unsqueeze(0).expand(B, -1, -1)], -1)
-    bias = torch.where(vis, 0.0, NEG).unsqueeze(1)  # [B, 1, GM, T+GM]
+    bias = torch.where(vis, 0.0, NEG).unsqueeze(1)  # [B, 1, GM, cut+GM]
     return ids, mask_ids, mask_pos, bias, targets
 
 

@@ -28,12 +28,12 @@ class DistillSettings:
     n_heads: int = 6
     n_kv_heads: int = 3
     hidden_dim: int = 256
-    steps: int = 800
-    batch: int = 16
+    steps: int = 380
+    batch: int = 12
     seq_len: int = 128
     lr: float = 4e-3
     min_lr_frac: float = 0.05
-    warmup: int = 40
+    warmup: int = 20
     weight_decay: float = 0.05
     kl_weight: float = 1.0
     ce_weight: float = 0.3
