@@ -116,28 +116,7 @@ if [ "$WITH_MOSQUITTO" -eq 1 ]; then
     grep -q '^BITAD_MQTT_PASSWORD=' /etc/bitad/bitad.env || echo "BITAD_MQTT_PASSWORD=$BITAD_PW" >>/etc/bitad/bitad.env
     echo "  mosquitto users: bitad (password in /etc/bitad/bitad.env), app (password: $APP_PW — store it now)"
   fi
-  cat >/etc/mosquitto/bitad.acl <<'ACL'
-# Topic ACL example for bitad. Base topic: bitad/<node_id>.
-# The daemon: reads requests, writes replies, state, info, telemetry.
-user bitad
-topic read bitad/+/request/#
-topic write bitad/#
-# Shared-subscription fleet queue (mqtt.shared_group), if used:
-topic read bitad/fleet/request/#
-topic write bitad/fleet/response/#
-# Replies to the MQTT 5 Response Topics that apps name (here: under app/).
-topic write app/#
-
-# A client application: sends requests, reads replies and status. MQTT 5 clients may instead
-# name their own Response Topic (e.g. app/replies/#), which they must be able to read.
-user app
-topic write bitad/+/request/#
-topic read bitad/+/response/#
-topic read bitad/+/state
-topic read bitad/+/info
-topic read bitad/+/telemetry
-topic readwrite app/#
-ACL
+  install -m 0644 "$PREFIX/deploy/mosquitto/bitad.acl" /etc/mosquitto/bitad.acl
   cat >/etc/mosquitto/conf.d/bitad.conf <<CONF
 # bitad: authenticated broker. Loopback only; add a TLS listener for other hosts
 # (listener 8883, certfile/keyfile/cafile) rather than opening 1883.

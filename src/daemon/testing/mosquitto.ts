@@ -35,6 +35,8 @@ export interface Mosquitto {
 export interface MosquittoOptions {
   /** TLS listener: PEM files; requireCertificate makes clients present a certificate signed by `ca`. */
   tls?: { ca: string; cert: string; key: string; requireCertificate: boolean };
+  /** Authenticated broker: mosquitto_passwd file and topic ACL file (anonymous access off). */
+  auth?: { passwordFile: string; aclFile: string };
 }
 
 export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosquitto> {
@@ -44,7 +46,8 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
   const tls = opts.tls
     ? `cafile ${opts.tls.ca}\ncertfile ${opts.tls.cert}\nkeyfile ${opts.tls.key}\nrequire_certificate ${opts.tls.requireCertificate}\n`
     : '';
-  writeFileSync(conf, `listener ${port} 127.0.0.1\n${tls}allow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_packet_size 1048576\n`);
+  const auth = opts.auth ? `allow_anonymous false\npassword_file ${opts.auth.passwordFile}\nacl_file ${opts.auth.aclFile}\n` : 'allow_anonymous true\n';
+  writeFileSync(conf, `listener ${port} 127.0.0.1\n${tls}${auth}persistence false\nset_tcp_nodelay true\nmax_packet_size 1048576\n`);
   const child: ChildProcess = spawn(MOSQUITTO, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));

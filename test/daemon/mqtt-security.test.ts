@@ -1,0 +1,84 @@
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import mqtt from 'mqtt';
+import { PACKAGE_ROOT } from '../../src/daemon/config/load.js';
+import { startDaemon } from './helpers/daemon.js';
+import { startMosquitto } from './helpers/mosquitto.js';
+
+// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+const dir = mkdtempSync(join(tmpdir(), 'bitad-tls-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const f = (n: string) => join(dir, n);
+const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+
+function makeCerts(): void {
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=bitad test CA', '-keyout', f('ca.key'), '-out', f('ca.crt'));
+  writeFileSync(f('san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  for (const who of ['server', 'client']) {
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${who}`, '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`));
+    ssl('x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', f('san.ext'), '-out', f(`${who}.crt`));
+  }
+  // mosquitto started as root drops to its own user, which must read these throwaway files.
+  chmodSync(dir, 0o755);
+  for (const name of readdirSync(dir)) chmodSync(f(name), 0o644);
+}
+
+t.test('the daemon connects over TLS with a CA and a client certificate, and refuses an unknown CA', async (t) => {
+  makeCerts();
+  const broker = await startMosquitto({ tls: { ca: f('ca.crt'), cert: f('server.crt'), key: f('server.key'), requireCertificate: true } });
+  t.teardown(() => broker.stop());
+  const tls = { enabled: true, ca: f('ca.crt'), cert: f('client.crt'), key: f('client.key') };
+  const d = await startDaemon({ embedded: false, host: '127.0.0.1', port: broker.port, tls });
+  t.ok(d.controller.mqtt!.connected, 'connected with a client certificate');
+  await d.stop();
+  // Trusting the server's own certificate as the CA is wrong: the handshake must fail.
+  await t.rejects(startDaemon({ embedded: false, host: '127.0.0.1', port: broker.port, tls: { ...tls, ca: f('client.crt') } }), /cannot connect.*certificate/);
+});
+
+t.test('an unreachable broker fails the start at once, naming it', async (t) => {
+  const t0 = Date.now();
+  await t.rejects(startDaemon({ embedded: false, host: '127.0.0.1', port: 1 }), /cannot connect to 127\.0\.0\.1:1: .*ECONNREFUSED/);
+  t.ok(Date.now() - t0 < 3000, 'within 3 s');
+});
+
+t.test('with the deploy/ password file and ACL, the daemon serves the app user, and the app cannot fake state', async (t) => {
+  const passwd = f('passwd');
+  writeFileSync(passwd, '');
+  execFileSync('mosquitto_passwd', ['-b', passwd, 'bitad', 'daemon-pw']);
+  execFileSync('mosquitto_passwd', ['-b', passwd, 'app', 'app-pw']);
+  // A copy in the temp dir: mosquitto drops to its own user, which may not see the checkout.
+  const acl = f('bitad.acl');
+  copyFileSync(join(PACKAGE_ROOT, 'deploy/mosquitto/bitad.acl'), acl);
+  chmodSync(dir, 0o755);
+  for (const file of [passwd, acl]) chmodSync(file, 0o644);
+  const broker = await startMosquitto({ auth: { passwordFile: passwd, aclFile: acl } });
+  t.teardown(() => broker.stop());
+  await t.rejects(startDaemon({ embedded: false, port: broker.port, username: 'bitad', password: 'wrong' }), /cannot connect/, 'a wrong password is refused');
+  const d = await startDaemon({ embedded: false, port: broker.port, username: 'bitad', password: 'daemon-pw', protocol_version: 5 });
+  t.teardown(() => d.stop());
+  const base = d.controller.mqtt!.base;
+  const app = await mqtt.connectAsync({ host: '127.0.0.1', port: broker.port, protocolVersion: 5, username: 'app', password: 'app-pw' });
+  t.teardown(() => app.endAsync());
+  const finals: Record<string, unknown>[] = [];
+  const states: string[] = [];
+  app.on('message', (topic, p) => {
+    const m = JSON.parse(p.toString());
+    if (topic.endsWith('/state')) states.push(m.state);
+    else if (m.status) finals.push(m);
+  });
+  await app.subscribeAsync(['app/replies', `${base}/state`], { qos: 1 });
+  await app.publishAsync(`${base}/request/generate`, JSON.stringify({ transaction: 'acl1', prompt: 'hi', max_tokens: 2 }), {
+    qos: 1,
+    properties: { responseTopic: 'app/replies', correlationData: Buffer.from('c1') },
+  });
+  for (let i = 0; i < 100 && finals.length === 0; i++) await sleep(20);
+  t.match(finals[0], { transaction: 'acl1', status: 'ok' }, 'request and reply pass the ACL');
+  // MQTT 5 PUBACK reason 0x87 (not authorized): the app may not write the daemon's state.
+  await t.rejects(app.publishAsync(`${base}/state`, '{"state":"offline"}', { qos: 1, retain: true }), /Not authorized|135/i);
+  await sleep(100);
+  t.notOk(states.includes('offline'), 'the retained state is untouched');
+});
