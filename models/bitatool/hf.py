@@ -84,11 +84,15 @@ def config_from_hf(cfg: dict, max_positions: int | None = None) -> Config:
     if cfg.get("hidden_act", "silu") != "silu":
         raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported (silu only)")
     qkv_bias = bool(cfg.get("attention_bias", False)) or mt == "qwen2"
+    max_positions = max_positions or cfg.get("max_position_embeddings", 2048)
+    window = cfg.get("sliding_window")
+    if window and (mt == "mistral" or cfg.get("use_sliding_window")) and window < max_positions:
+        # model.py attends to the whole context; below the window that is the same function
+        max_positions = int(window)
     return Config(
         dim=dim, n_layers=cfg["num_hidden_layers"], n_heads=heads,
         n_kv_heads=cfg.get("num_key_value_heads") or heads, hidden_dim=cfg["intermediate_size"],
-        vocab_size=cfg["vocab_size"],
-        max_positions=max_positions or cfg.get("max_position_embeddings", 2048),
+        vocab_size=cfg["vocab_size"], max_positions=max_positions,
         rope_theta=float(cfg.get("rope_theta", 10000.0)), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         tied_embedding=bool(cfg.get("tie_word_embeddings", False)), qkv_bias=qkv_bias,
     )
