@@ -108,6 +108,13 @@ export class Dispatcher {
     this.generation(msg, channel, routeKey, kind, body as GenerationFields, ts, receivedAt);
   }
 
+  /** Accepted requests of a scope that have not had their final reply yet. */
+  inFlight(scope: string): number {
+    let n = 0;
+    for (const [job, owner] of this.owners) if (owner === scope && !job.settled) n++;
+    return n;
+  }
+
   /** Cancels every job of a scope (a socket client went away); no replies are sent to it. */
   cancelScope(scope: string, message: string): number {
     let n = 0;

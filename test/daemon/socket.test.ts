@@ -34,3 +34,16 @@ t.test('a client that disconnects cancels its requests', async (t) => {
   t.match(d.rows().find((r) => r.txn === 'gone'), { outcome: 'error', error_code: 'cancelled' });
   t.ok(d.engine.active === 0, 'the engine stopped generating');
 });
+
+t.test('a client that half-closes after sending still gets its answers, then the connection ends', async (t) => {
+  const sock = connect(d.cfg.socket.path);
+  await new Promise((r) => sock.once('connect', r));
+  let out = '';
+  sock.on('data', (b) => (out += b));
+  const ended = new Promise((r) => sock.once('end', r));
+  sock.end(JSON.stringify({ type: 'generate', transaction: 'half', prompt: 'hello there', max_tokens: 5 }) + '\n');
+  await ended;
+  const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+  t.match(lines[lines.length - 1], { transaction: 'half', status: 'ok' });
+  t.ok(lines.length > 1, 'chunks were streamed before the final reply');
+});

@@ -42,7 +42,9 @@ export class SocketTransport {
   async start(): Promise<void> {
     mkdirSync(dirname(this.o.path), { recursive: true });
     await clearStale(this.o.path);
-    const server = createServer((sock) => this.onConnection(sock));
+    // allowHalfOpen: a client that closes its sending side (`printf … | nc -U`) still gets its
+    // answers; we end the connection once its last request has been answered.
+    const server = createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
     // umask during bind so the file never exists with wider permissions than 0660.
     const old = process.umask(0o117);
     try {
@@ -66,9 +68,14 @@ export class SocketTransport {
     this.clients.add(sock);
     let buf = '';
     let discarding = false; // inside an over-long line: skip to its newline
+    let clientDone = false; // the client half-closed: no more requests will come
+    const endIfIdle = () => {
+      if (clientDone && this.o.dispatcher.inFlight(scope) === 0 && !sock.destroyed) sock.end();
+    };
     const channel: ReplyChannel = {
       send: (reply: Reply) => {
         if (!sock.destroyed && sock.writable) sock.write(JSON.stringify(reply) + '\n');
+        if ('status' in reply) endIfIdle();
       },
     };
     const route = () => ({ channel, routeKey: scope });
@@ -94,6 +101,10 @@ export class SocketTransport {
       } else if (discarding) {
         buf = '';
       }
+    });
+    sock.on('end', () => {
+      clientDone = true;
+      endIfIdle();
     });
     sock.on('error', () => undefined); // a reset is the same as a close for us
     sock.on('close', () => {
