@@ -197,6 +197,12 @@ def _name_weights(g: onnx.ModelProto, model: Llama) -> None:
         if a.ndim == 2:
             t = np.ascontiguousarray(a.T)
             params.setdefault((t.shape, t.tobytes()), name + ".T")
+    pkv = model.prefix_kv()
+    for i, (pk, pv) in enumerate(pkv or []):  # as _LeanGraph folds them: [1, KVH, 1, D, P] / [1, KVH, 1, P, D]
+        for name, a in ((f"prefix_key_{i}", pk.detach().transpose(1, 2).unsqueeze(1).unsqueeze(0)),
+                        (f"prefix_value_{i}", pv.detach().unsqueeze(1).unsqueeze(0))):
+            a = np.ascontiguousarray(a.numpy())
+            params.setdefault((a.shape, a.tobytes()), name)
     taken = set()
     for init in list(g.graph.initializer):
         a = numpy_helper.to_array(init)

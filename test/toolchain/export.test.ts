@@ -49,9 +49,11 @@ t.test('positions at or beyond max_positions are refused, not silently wrapped',
 t.test('quantised graphs store the embedding once and round like fake_quant_int8', async (t) => {
   type Facts = {
     bytes: Record<string, number>; vocab_tables: Record<string, string[]>;
-    fake_quant_max_abs_diff: number; fake_quant_weights_compared: number;
+    fake_quant_max_abs_diff: number; fake_quant_weights_compared: number; prefix_initializers: string[];
   };
   const f = JSON.parse(py(['test/toolchain/py/quant_facts.py', dir])) as Facts;
+  t.same(f.prefix_initializers, [0, 1, 2, 3, 4].flatMap((i) => [`prefix_key_${i}`, `prefix_value_${i}`]).sort(),
+    'BiTA prefix K/V are named initializers, one pair per layer');
   t.same(f.vocab_tables.fp32, ['(512, 64)'], 'fp32: the tied LM head reads the embedding (no transposed copy)');
   t.same(f.vocab_tables.int8, ['(512, 64)'], 'int8: one int8 table serves lookup and LM head');
   t.same(f.vocab_tables.int8w, ['(512, 64)'], 'int8w: one int8 table');

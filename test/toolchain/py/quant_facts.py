@@ -48,6 +48,7 @@ def main(out):
         shapes = [tuple(i.dims) for i in g.graph.initializer]
         # every initializer that could hold a (possibly transposed / packed) copy of the embedding
         facts["vocab_tables"][v] = sorted(str(s) for s in shapes if len(s) >= 2 and s[0] in (V, D) and (V in s or s[0] == V))
+    facts["prefix_initializers"] = sorted(i.name for i in onnx.load(src).graph.initializer if i.name.startswith("prefix_"))
     # int8 rounding of the graph == fake_quant_int8's rounding, for every weight matrix
     g = onnx.load(files["int8w"])
     deq = dequantised(g)
