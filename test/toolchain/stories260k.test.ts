@@ -26,7 +26,7 @@ t.test('stories260K package', async (t) => {
   await t.test('int8 graphs agree with fp32 on held-out greedy tokens', async (t) => {
     const seqs = JSON.parse(readFileSync(join(dir, 'heldout.json'), 'utf8')) as number[][];
     const out = JSON.parse(
-      (await import('node:child_process')).execFileSync('node', [join(REPO, 'models/bitatool/ort_eval.mjs'), pkg,
+      (await import('node:child_process')).execFileSync(process.execPath, [join(REPO, 'models/bitatool/ort_eval.mjs'), pkg,
         join(dir, 'heldout.json')], { encoding: 'utf8' }).trim()) as {
       positions: number; agreement_vs_fp32: Record<string, number>;
     };
