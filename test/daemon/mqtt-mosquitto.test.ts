@@ -90,6 +90,35 @@ t.test('a request published while the daemon is down is answered after it restar
   }
 });
 
+t.test('two boards in a shared-subscription group serve one fleet queue, each request once', async (t) => {
+  const mk = (n: string) => startDaemon({ embedded: false, port: broker.port, protocol_version: 5, client_id: `bitad-fleet-${n}`, shared_group: 'fleet' }, (c) => {
+    c.node_id = n;
+    c.queue = { capacity: 8 }; // room for all: this test is about distribution, not busy
+  });
+  const a = await mk('board-a');
+  const b = await mk('board-b');
+  const c = await mqtt.connectAsync({ host: '127.0.0.1', port: broker.port, protocolVersion: 5 });
+  const finals = new Map<string, number>();
+  c.on('message', (_t, p) => {
+    const m = JSON.parse(p.toString());
+    if (m.status) finals.set(m.transaction, (finals.get(m.transaction) ?? 0) + 1);
+  });
+  await c.subscribeAsync('bitad/fleet/response/#', { qos: 1 });
+  const callsBefore = a.engine.calls + b.engine.calls;
+  for (let i = 0; i < 8; i++) {
+    await c.publishAsync('bitad/fleet/request/generate', JSON.stringify({ transaction: `f${i}`, prompt: 'hi', max_tokens: 2 }), { qos: 1 });
+  }
+  for (let i = 0; i < 150 && finals.size < 8; i++) await sleep(20);
+  await sleep(100);
+  t.equal(finals.size, 8, 'every request answered');
+  t.ok([...finals.values()].every((n) => n === 1), 'each exactly once');
+  t.equal(a.engine.calls + b.engine.calls - callsBefore, 8, 'eight generations in total');
+  t.ok(a.engine.calls > 0 && b.engine.calls > 0, `both boards served (${a.engine.calls}/${b.engine.calls})`);
+  await c.endAsync();
+  await a.stop();
+  await b.stop();
+});
+
 t.test('the Last Will marks the node offline when the daemon dies, and reconnect re-publishes online', async (t) => {
   const d = await startDaemon({ embedded: false, port: broker.port, protocol_version: 5, client_id: 'bitad-will', keepalive_s: 1, reconnect_ms: 200 });
   const base = d.controller.mqtt!.base;

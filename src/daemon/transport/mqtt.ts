@@ -27,6 +27,7 @@ const REQUEST_TOPIC = /^(.*)\/request\/([^/]+)$/;
 export class MqttTransport {
   readonly base: string;
   private client: MqttClient | null = null;
+  private subscribed: Promise<void> = Promise.resolve();
   connects = 0;
 
   constructor(private readonly o: MqttTransportOptions) {
@@ -88,6 +89,8 @@ export class MqttTransport {
       client.once('connect', ok);
       client.once('error', fail);
     });
+    // READY only once the broker has confirmed the subscriptions: no request can slip past.
+    await this.subscribed;
   }
 
   private onConnect(sessionPresent: boolean): void {
@@ -97,9 +100,12 @@ export class MqttTransport {
     (client.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     const topics = [`${this.base}/request/+`];
     if (this.o.cfg.shared_group) topics.push(`$share/${this.o.cfg.shared_group}/${this.o.cfg.base_topic}/fleet/request/+`);
-    client.subscribe(topics, { qos: 1 }, (err) => {
-      if (err) this.o.log.error({ err }, 'mqtt subscribe failed');
-    });
+    this.subscribed = new Promise<void>((resolve) =>
+      client.subscribe(topics, { qos: 1 }, (err) => {
+        if (err) this.o.log.error({ err }, 'mqtt subscribe failed');
+        resolve();
+      }),
+    );
     this.publish('state', { state: 'online' }, true);
     this.publish('info', this.o.info(), true);
     this.o.log.info({ base: this.base, sessionPresent, connects: this.connects }, 'mqtt connected');
