@@ -51,10 +51,16 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
   const child: ChildProcess = spawn(MOSQUITTO, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) throw new Error(`mosquitto exited: ${stderr}`);
-    if (await canConnect(port)) break;
-    await sleep(50);
+  let up = false;
+  for (let i = 0; i < 100 && !up; i++) {
+    if (child.exitCode !== null) break;
+    up = await canConnect(port);
+    if (!up) await sleep(50);
+  }
+  if (!up) {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`mosquitto did not start on port ${port}: ${stderr}`);
   }
   return {
     port,
