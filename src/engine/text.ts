@@ -49,7 +49,8 @@ export function loadCodec(pkg: ModelPackage): TextCodec {
         throw new EngineError('bad_request', 'give exactly one of "prompt" or "messages"');
       }
       const text = req.prompt ?? render(req.messages!);
-      const ids = tok.encode(text, { add_special_tokens: false }).ids;
+      // The tokenizer turns '' into a lone word-start piece; an empty prompt is just BOS.
+      const ids = text === '' ? [] : tok.encode(text, { add_special_tokens: false }).ids;
       const withBos = m.tokenizer.add_bos && bosId !== null && !(template && ids[0] === bosId);
       return withBos ? [bosId!, ...ids] : ids;
     },
