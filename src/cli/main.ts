@@ -1,4 +1,5 @@
 /** The `bitad` command line: start | ask | status | stats | generate. Only this file exits the process. */
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../daemon/config/load.js';
 import type { BitadConfig } from '../daemon/config/schema.js';
@@ -49,6 +50,18 @@ function num(v: string | undefined, name: string): number | undefined {
 
 class UsageError extends Error {}
 
+/** Paths used by the systemd unit (systemd/bitad.service). */
+const SYSTEM_SOCKET = '/run/bitad/bitad.sock';
+const SYSTEM_DB = '/var/lib/bitad/bitad.db';
+
+/**
+ * Client commands on a board where bitad runs as a service: when nothing names a config and the
+ * default path does not exist, use the unit's path (its settings live in the unit's environment).
+ */
+function orInstalled(configured: string, system: string, explicit: boolean): string {
+  return !explicit && !existsSync(configured) && existsSync(system) ? system : configured;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   const [command, ...rest] = positionals;
@@ -66,13 +79,18 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const config = (): BitadConfig => loadConfig(values.config ?? process.env.BITAD_CONFIG, { env: process.env });
+  const explicit = Boolean(values.config ?? process.env.BITAD_CONFIG);
+  const socketPath = () =>
+    values.socket ?? orInstalled(config().socket.path, SYSTEM_SOCKET, explicit || Boolean(process.env.BITAD_SOCKET_PATH ?? process.env.BITAD_DATA_DIR));
+  const dbPath = () =>
+    values.db ?? orInstalled(config().store.path, SYSTEM_DB, explicit || Boolean(process.env.BITAD_STORE_PATH ?? process.env.BITAD_DATA_DIR));
   switch (command) {
     case 'start':
       return start(values.config);
     case 'ask': {
       if (rest.length !== 1) throw new UsageError('ask takes exactly one prompt argument (quote it)');
       return ask({
-        socket: values.socket ?? config().socket.path,
+        socket: socketPath(),
         prompt: rest[0],
         maxTokens: num(values['max-tokens'], 'max-tokens'),
         temperature: num(values.temperature, 'temperature'),
@@ -81,9 +99,9 @@ async function main(argv: string[]): Promise<number> {
       });
     }
     case 'status':
-      return status(values.socket ?? config().socket.path, values.json ?? false);
+      return status(socketPath(), values.json ?? false);
     case 'stats':
-      return stats(values.db ?? config().store.path, values.since ?? '24h', values.json ?? false);
+      return stats(dbPath(), values.since ?? '24h', values.json ?? false);
     case 'generate': {
       if (rest.length !== 1) throw new UsageError('generate takes exactly one prompt argument (quote it)');
       const mode = values.mode;

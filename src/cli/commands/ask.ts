@@ -5,7 +5,8 @@ export const askHelp = `Usage: bitad ask "<prompt>" [options]
 
 Streams an answer from the running daemon through its Unix socket.
   --config <file>        config file (to find the socket; default BITAD_CONFIG or built-in defaults)
-  --socket <path>        socket path (overrides the config)
+  --socket <path>        socket path (default: the config's socket.path, or /run/bitad/bitad.sock
+                         when bitad runs as the systemd unit)
   --max-tokens <n>       tokens to generate (daemon default: limits.default_max_tokens)
   --temperature <t>      0 = greedy (default)
   --chat                 send the prompt as one user message (request kind "chat")

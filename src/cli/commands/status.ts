@@ -3,7 +3,8 @@ import { SocketClient } from '../socket-client.js';
 
 export const statusHelp = `Usage: bitad status [--config <file>] [--socket <path>] [--json]
 
-Shows model, queue, tree size, load and uptime of the running daemon (a health request over the socket).`;
+Shows model, queue, tree size, load and uptime of the running daemon (a health request over the socket).
+The socket is the config's socket.path, or /run/bitad/bitad.sock when bitad runs as the systemd unit.`;
 
 export async function status(socket: string, json: boolean): Promise<number> {
   const client = await SocketClient.connect(socket);
