@@ -71,9 +71,11 @@ fi
 
 # 4. Code and dependencies (root-owned, read-only to the service).
 install -d -m 0755 "$PREFIX"
-rsync -a --delete --exclude .git --exclude node_modules --exclude var --exclude .tap "$SRC"/ "$PREFIX"/
+rsync -a --delete --exclude .git --exclude node_modules --exclude var --exclude .tap \
+  --exclude models/_build --exclude __pycache__ --exclude dist "$SRC"/ "$PREFIX"/
 # onnxruntime-node's postinstall downloads CUDA binaries (fails offline; the CPU build ships inside).
 (cd "$PREFIX" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund)
+chmod 0755 "$PREFIX/bin/bitad.js"
 ln -sf "$PREFIX/bin/bitad.js" /usr/local/bin/bitad
 
 # 5. Config: /etc/bitad/bitad.yaml (kept if present), secrets in bitad.env (root:bitad 0640).
