@@ -15,7 +15,7 @@ const { values: args } = parseArgs({
     prompts: { type: 'string', default: '20' },
     'new-tokens': { type: 'string', default: '128' },
     budget: { type: 'string', default: '16' },
-    threads: { type: 'string', default: '2' },
+    threads: { type: 'string', default: '0' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },

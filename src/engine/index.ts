@@ -15,7 +15,7 @@ export * from './types.js';
 export interface EngineOptions {
   /** Graph variant from the manifest ("default" picks the manifest's choice). */
   variant?: string;
-  /** ORT intra-op threads (default: 2). */
+  /** ORT intra-op threads (0 or unset: chosen from the model's size, see threadsFor). */
   threads?: number;
   /** Execution providers, in order (default ["cpu"]). */
   executionProviders?: string[];
@@ -117,7 +117,7 @@ export async function loadEngine(packageDir: string, opts: EngineOptions = {}): 
     options: {
       packageDir: resolve(packageDir),
       variant: opts.variant ?? 'default',
-      threads: opts.threads ?? 2,
+      threads: opts.threads ?? 0,
       executionProviders: opts.executionProviders ?? ['cpu'],
       treeBudget: opts.treeBudget ?? 16,
     },

@@ -9,7 +9,7 @@ export const SHARED_SLOTS = 2;
 export interface LoadOptions {
   packageDir: string;
   variant: string;
-  threads: number;
+  threads: number; // 0 = auto
   executionProviders: string[];
   treeBudget: number;
 }

@@ -1,6 +1,6 @@
 /** The engine worker: owns the ONNX session, the KV cache and all step buffers. */
 import { parentPort } from 'node:worker_threads';
-import { loadPackage } from './package.js';
+import { loadPackage, threadsFor } from './package.js';
 import { openSession } from './ort.js';
 import { loadCodec } from './text.js';
 import { Generator } from './generate.js';
@@ -54,7 +54,7 @@ port.on('message', (m: ToWorker) => {
       Atomics.store(shared, SLOT_BUDGET, m.options.treeBudget);
       const pkg = loadPackage(m.options.packageDir, m.options.variant);
       const session = openSession(pkg.graphPath, {
-        threads: m.options.threads,
+        threads: m.options.threads || threadsFor(pkg.manifest.architecture),
         executionProviders: m.options.executionProviders,
       });
       generator = new Generator(pkg, session, loadCodec(pkg), shared);
