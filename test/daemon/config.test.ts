@@ -82,3 +82,8 @@ t.test('the documented example config is valid', async (t) => {
   const c = loadConfig(join(PACKAGE_ROOT, 'deploy/bitad.example.yaml'), { env: {} });
   t.equal(c.mqtt.embedded, false);
 });
+
+t.test('node_id "fleet" is refused when a shared fleet group is configured', async (t) => {
+  t.same(problems(() => buildConfig({ node_id: 'fleet', mqtt: { shared_group: 'g' } }, { env: {} })), ['node_id: "fleet" is reserved when mqtt.shared_group is set']);
+  t.equal(buildConfig({ node_id: 'fleet' }, { env: {} }).node_id, 'fleet', 'fine without a group');
+});

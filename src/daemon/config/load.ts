@@ -64,6 +64,10 @@ export function buildConfig(input: unknown, opts: BuildOptions = {}): BitadConfi
   cfg.socket.path = resolve(cfg.data_dir, cfg.socket.path ?? 'bitad.sock');
   cfg.store.path = resolve(cfg.data_dir, cfg.store.path ?? 'bitad.db');
   cfg.mqtt.client_id ??= `bitad-${cfg.node_id}`;
+  if (cfg.mqtt.shared_group && cfg.node_id === 'fleet') {
+    // <base_topic>/fleet/request/+ is the shared fleet queue; a node of that name would also own it.
+    throw new ConfigError(['node_id: "fleet" is reserved when mqtt.shared_group is set']);
+  }
   // aedes speaks MQTT 3.1.1 only (platform-notes): the embedded broker forces protocol 4.
   if (cfg.mqtt.embedded) cfg.mqtt.protocol_version = 4;
   return cfg;
