@@ -74,7 +74,9 @@ install -d -m 0755 "$PREFIX"
 rsync -a --delete --exclude .git --exclude node_modules --exclude var --exclude .tap \
   --exclude models/_build --exclude __pycache__ --exclude dist "$SRC"/ "$PREFIX"/
 # onnxruntime-node's postinstall downloads CUDA binaries (fails offline; the CPU build ships inside).
-(cd "$PREFIX" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund)
+# Build the compiled dist/ (the unit runs it: about 70 MB less RSS than through tsx), then drop
+# the build-only packages.
+(cd "$PREFIX" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund && npm run -s build && npm prune --omit=dev --no-audit --no-fund)
 chmod 0755 "$PREFIX/bin/bitad.js"
 ln -sf "$PREFIX/bin/bitad.js" /usr/local/bin/bitad
 

@@ -23,8 +23,10 @@ export interface EngineOptions {
   treeBudget?: number;
 }
 
-// The worker is TypeScript: a tiny eval bootstrap registers tsx inside it, whatever way the main
-// thread was started (node --import tsx, or bin/bitad.js).
+// Compiled (dist/, `npm run build`): the worker is plain JS. From the TypeScript sources, a tiny
+// eval bootstrap registers tsx inside the worker, however the main thread was started; tsx costs
+// about 35 MB per thread, which is why deployments run the compiled build.
+const compiled = import.meta.url.endsWith('.js');
 const BOOT = `
 const { workerData } = require('node:worker_threads');
 import(workerData.tsxApi).then((m) => { m.register(); return import(workerData.entry); });
@@ -104,13 +106,12 @@ class WorkerEngine implements Engine {
 
 export async function loadEngine(packageDir: string, opts: EngineOptions = {}): Promise<Engine> {
   const shared = new SharedArrayBuffer(SHARED_SLOTS * 4);
-  const worker = new Worker(BOOT, {
-    eval: true,
-    workerData: {
-      tsxApi: import.meta.resolve('tsx/esm/api'),
-      entry: new URL('./worker.ts', import.meta.url).href,
-    },
-  });
+  const worker = compiled
+    ? new Worker(new URL('./worker.js', import.meta.url))
+    : new Worker(BOOT, {
+        eval: true,
+        workerData: { tsxApi: import.meta.resolve('tsx/esm/api'), entry: new URL('./worker.ts', import.meta.url).href },
+      });
   const load: ToWorker = {
     type: 'load',
     shared,
