@@ -41,7 +41,7 @@ const { default: _rootDefault, ...root } = obj({
     },
     path: str('models/tinystories-bita', 'Model package folder; relative paths resolve against the package root.'),
     variant: str('default'),
-    threads: int(2, 1, 64),
+    threads: int(0, 0, 64, 'ORT intra-op threads; 0 = chosen from the model size (1 for tiny models, else up to 4).'),
     execution_providers: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, default: ['cpu'] },
     tree_budget: { type: 'integer', minimum: 1, maximum: 1024, description: 'Initial draft-tree row budget (engine default if unset).' },
     fake: obj({
