@@ -15,7 +15,7 @@
  * P(end) * groupGain beats the scores of the M lowest-scored nodes they displace.
  */
 import type { ContextDrafts, MaskDrafts } from './drafts.js';
-import { CONTEXT_ALT_HEAD, CONTEXT_MAIN, SOURCE_CONTEXT, SOURCE_MASK, type DraftTree } from './tree.js';
+import { CONTEXT_ALT_HEAD, CONTEXT_MAIN, SOURCE_MASK, type DraftTree } from './tree.js';
 
 export interface BuildLimits {
   /** Rows this step may feed (>= 1). */
@@ -102,7 +102,7 @@ export class TreeBuilder {
     } else {
       token = context.tokens[index];
     }
-    const source = kind === KIND_MASK ? SOURCE_MASK : SOURCE_CONTEXT;
+    const source = kind === KIND_MASK ? SOURCE_MASK : context.source[(index / context.maxLength) | 0];
     let node = tree.findChild(parent, token);
     if (node >= 0) {
       tree.source[node] |= source;

@@ -18,7 +18,8 @@ import { rowsAttentionBias } from './bias.js';
 import type { TreeModel } from './model.js';
 import { Rng } from './rng.js';
 import { argmax, isGreedy, TargetDistribution, type SamplingParams } from './sampling.js';
-import { CONTEXT_ALT_HEAD, DraftTree, SOURCE_CONTEXT, SOURCE_MASK, treeAttentionBias } from './tree.js';
+import { CONTEXT_ALT_HEAD, DraftTree, SOURCE_CONTEXT, SOURCE_MASK, SOURCE_NGRAM, treeAttentionBias } from './tree.js';
+import type { NgramTable } from './ngram.js';
 import { Acceptance, acceptPath, VerifiedPath, verifyGreedy, verifySampling } from './verify.js';
 
 export interface DecoderOptions {
@@ -37,6 +38,8 @@ export interface DecoderOptions {
   maxContextDraft?: number;
   /** Context-draft chains with distinct first tokens (1 = plain prompt lookup). Default 3. */
   maxContextChains?: number;
+  /** N-gram table of the model's own output (package ngram.bin): its greedy walk becomes chain 0. */
+  ngram?: NgramTable | null;
   /** Initial per-token acceptance estimate of context drafts. Default 0.5. */
   contextRate?: number;
   /** Initial acceptance estimate of an alternative chain's first token. Default 0.2. */
@@ -73,6 +76,9 @@ export interface StepResult {
   acceptedMask: number;
   acceptedContext: number;
   acceptedBoth: number;
+  /** Accepted nodes the n-gram table proposed (also counted in acceptedContext if lookup did too). */
+  acceptedNgram: number;
+  draftedNgram: number;
   /** Nodes fed per source (same double counting). */
   draftedMask: number;
   draftedContext: number;
@@ -93,7 +99,8 @@ export class Decoder {
   private readonly V: number;
   private readonly maxQ: number;
   private budgetRows: number;
-  private readonly opts: Required<DecoderOptions>;
+  private readonly opts: Required<Omit<DecoderOptions, 'ngram'>>;
+  private readonly ngram: NgramTable | null;
   private readonly ids: Int32Array; // [maxQ]
   private readonly positions: Int32Array; // [maxQ]
   private readonly parentRow: Int32Array; // [maxQ] prefill scratch
@@ -143,6 +150,7 @@ export class Decoder {
       adaptive: options.adaptive ?? true,
       prefillChunk: options.prefillChunk ?? 64,
     };
+    this.ngram = options.ngram ?? null;
     const o = this.opts;
     if (
       !(o.maxRows >= 1) ||
@@ -186,6 +194,8 @@ export class Decoder {
       acceptedMask: 0,
       acceptedContext: 0,
       acceptedBoth: 0,
+      acceptedNgram: 0,
+      draftedNgram: 0,
       draftedMask: 0,
       draftedContext: 0,
       contextFull: false,
@@ -299,6 +309,7 @@ export class Decoder {
     this.context.clear();
     if (!this.plain && this.opts.contextDrafts && budget > 1 && maxDepth > 0) {
       contextDrafts(this.tokens, this.length, this.opts.minNgram, this.opts.maxNgram, this.context);
+      if (this.ngram) this.context.prependNgram(this.ngram, this.tokens, this.length);
     }
     if (this.plain) this.masks.clear();
     const hadMasks = this.masks.depths > 0;
@@ -337,6 +348,7 @@ export class Decoder {
     for (let i = 1; i < tree.size; i++) {
       if (tree.source[i] & SOURCE_MASK) r.draftedMask++;
       if (tree.source[i] & SOURCE_CONTEXT) r.draftedContext++;
+      if (tree.source[i] & SOURCE_NGRAM) r.draftedNgram++;
     }
     if (this.opts.adaptive) this.adapt(path, hadMasks, acc.acceptedMask - acc.acceptedBoth);
     r.rowsFed = q;
@@ -346,6 +358,7 @@ export class Decoder {
     r.acceptedMask = acc.acceptedMask;
     r.acceptedContext = acc.acceptedContext;
     r.acceptedBoth = acc.acceptedBoth;
+    r.acceptedNgram = acc.acceptedNgram;
     r.contextFull = this.contextFull;
     return r;
   }
@@ -389,6 +402,8 @@ export class Decoder {
     r.acceptedMask = 0;
     r.acceptedContext = 0;
     r.acceptedBoth = 0;
+    r.acceptedNgram = 0;
+    r.draftedNgram = 0;
     r.draftedMask = 0;
     r.draftedContext = 0;
     return r;

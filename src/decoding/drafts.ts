@@ -6,6 +6,8 @@
  */
 
 import { expNonPositive } from './fastexp.js';
+import type { NgramTable } from './ngram.js';
+import { SOURCE_CONTEXT, SOURCE_NGRAM } from './tree.js';
 
 /** Top-k candidates per depth from one mask group; depth i (0-based) predicts next-tree depth i+1. */
 export class MaskDrafts {
@@ -138,6 +140,8 @@ export class ContextDrafts {
   chains = 0;
   readonly length: Int32Array; // [maxChains] tokens in each chain
   readonly tokens: Int32Array; // [maxChains, maxLength]
+  readonly source: Uint8Array; // [maxChains] SOURCE_CONTEXT (prompt lookup) or SOURCE_NGRAM
+  private readonly scratch: Int32Array; // [maxLength]
 
   constructor(
     readonly maxChains: number,
@@ -145,10 +149,44 @@ export class ContextDrafts {
   ) {
     this.length = new Int32Array(Math.max(1, maxChains));
     this.tokens = new Int32Array(Math.max(1, maxChains * maxLength));
+    this.source = new Uint8Array(Math.max(1, maxChains)).fill(SOURCE_CONTEXT);
+    this.scratch = new Int32Array(Math.max(1, maxLength));
   }
 
   clear(): void {
     this.chains = 0;
+  }
+
+  /**
+   * Puts the n-gram walk first (chain 0), ahead of the prompt-lookup chains already found; a lookup
+   * chain with the same first token is dropped (the trees would share that node anyway), and the
+   * last chain falls off when all slots are taken.
+   */
+  prependNgram(table: NgramTable, tokens: Int32Array, length: number): void {
+    const L = this.maxLength;
+    if (this.maxChains === 0 || L === 0) return;
+    const count = table.chain(tokens, length, this.scratch, 0, L);
+    if (count === 0) return;
+    const first = this.scratch[0];
+    let kept = 0;
+    for (let c = 0; c < this.chains; c++) {
+      if (this.tokens[c * L] === first) continue;
+      if (kept !== c) this.move(c, kept);
+      kept++;
+    }
+    kept = Math.min(kept, this.maxChains - 1);
+    for (let c = kept - 1; c >= 0; c--) this.move(c, c + 1);
+    this.tokens.set(this.scratch.subarray(0, count), 0);
+    this.length[0] = count;
+    this.source[0] = SOURCE_NGRAM;
+    this.chains = kept + 1;
+  }
+
+  private move(from: number, to: number): void {
+    const L = this.maxLength;
+    this.tokens.copyWithin(to * L, from * L, from * L + L);
+    this.length[to] = this.length[from];
+    this.source[to] = this.source[from];
   }
 }
 
@@ -178,6 +216,7 @@ export function contextDrafts(
         const x = from + i;
         out.tokens[base + i] = x < length ? tokens[x] : out.tokens[base + x - length];
       }
+      out.source[out.chains] = SOURCE_CONTEXT;
       out.length[out.chains++] = L;
     }
   }

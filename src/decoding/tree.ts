@@ -9,6 +9,7 @@ import { rowsAttentionBias } from './bias.js';
 /** Which draft source proposed a node (bit flags: a path found by both is deduplicated into one node). */
 export const SOURCE_MASK = 1;
 export const SOURCE_CONTEXT = 2;
+export const SOURCE_NGRAM = 4;
 /** How a context-draft node was proposed (for learning its acceptance rate): a main-chain token or a
  *  continuation, or the first token of an alternative chain. */
 export const CONTEXT_MAIN = 1;

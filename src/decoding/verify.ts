@@ -15,7 +15,7 @@
  */
 import { argmax, type SamplingParams, type TargetDistribution } from './sampling.js';
 import type { Rng } from './rng.js';
-import { SOURCE_CONTEXT, SOURCE_MASK, type DraftTree } from './tree.js';
+import { SOURCE_CONTEXT, SOURCE_MASK, SOURCE_NGRAM, type DraftTree } from './tree.js';
 
 /** The accepted path of one verification. rows[0] = 0 (b); rows[1..length) accepted nodes. */
 export class VerifiedPath {
@@ -112,6 +112,7 @@ export class Acceptance {
   acceptedMask = 0; // accepted nodes proposed by the masks (also counted if context proposed them too)
   acceptedContext = 0; // accepted nodes proposed by the context draft
   acceptedBoth = 0; // accepted nodes proposed by both
+  acceptedNgram = 0; // accepted nodes proposed by the n-gram table
 }
 
 /**
@@ -128,8 +129,10 @@ export function acceptPath(tree: DraftTree, path: VerifiedPath, M: number, out: 
   out.acceptedMask = 0;
   out.acceptedContext = 0;
   out.acceptedBoth = 0;
+  out.acceptedNgram = 0;
   for (let i = 1; i < path.length; i++) {
     const s = tree.source[path.rows[i]];
+    if (s & SOURCE_NGRAM) out.acceptedNgram++;
     if (s & SOURCE_MASK) out.acceptedMask++;
     if (s & SOURCE_CONTEXT) out.acceptedContext++;
     if (s & SOURCE_MASK && s & SOURCE_CONTEXT) out.acceptedBoth++;

@@ -2,7 +2,9 @@
  * One generation inside the engine worker: validate, tokenize, prefill, tree steps, stream text,
  * stop on EOS / stop sequence / maxTokens / context end / cancellation, and measure.
  */
-import { Decoder } from '../decoding/index.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Decoder, NgramTable } from '../decoding/index.js';
 import { OrtTreeModel } from './kv-model.js';
 import type { ModelPackage } from './package.js';
 import type { SyncSession } from './ort.js';
@@ -34,6 +36,14 @@ function validate(req: GenerateRequest): void {
   check(req.mode === undefined || req.mode === 'bita' || req.mode === 'plain', 'mode must be "bita" or "plain"');
 }
 
+function loadNgram(path: string): NgramTable {
+  try {
+    return NgramTable.parse(readFileSync(path));
+  } catch (e) {
+    throw new EngineError('package_invalid', `${path}: ${(e as Error).message}`);
+  }
+}
+
 export class Generator {
   private readonly model: OrtTreeModel;
   private readonly decoder: Decoder;
@@ -48,10 +58,12 @@ export class Generator {
     const M = pkg.manifest.bita?.mask_token_ids.length ?? 0;
     this.hasAdapters = M > 0;
     this.model = new OrtTreeModel(session, pkg.manifest, Math.max(MAX_TREE_ROWS, PREFILL_CHUNK + M));
+    const ngram = pkg.manifest.drafts?.ngram;
     this.decoder = new Decoder(this.model, {
       maxRows: MAX_TREE_ROWS,
       budget: Atomics.load(shared, SLOT_BUDGET),
       prefillChunk: PREFILL_CHUNK,
+      ngram: ngram ? loadNgram(join(pkg.dir, ngram.file)) : null,
     });
   }
 
@@ -113,6 +125,7 @@ export class Generator {
 
     let steps = 0;
     let rows = 0;
+    const bySource = { mask: 0, context: 0, ngram: 0 };
     const loopStart = performance.now();
     const runBefore = times.runMs;
     while (!finish) {
@@ -129,6 +142,9 @@ export class Generator {
       const r = dec.step();
       steps++;
       rows += r.rowsFed;
+      bySource.mask += r.acceptedMask;
+      bySource.context += r.acceptedContext;
+      bySource.ngram += r.acceptedNgram;
       histogram[r.count] = (histogram[r.count] ?? 0) + 1;
       take(r.tokens, r.count);
     }
@@ -153,6 +169,7 @@ export class Generator {
         meanAcceptedTokens: steps ? (n - 1) / steps : 0,
         acceptedHistogram: Array.from(histogram, (x) => x ?? 0),
         meanRowsPerStep: steps ? rows / steps : 0,
+        acceptedBySource: bySource,
         runMs,
         hostMs: loopMs - runMs,
         finishReason: finish ?? 'length',

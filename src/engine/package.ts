@@ -34,6 +34,8 @@ export interface Manifest {
   graphs: Record<string, string>;
   io: { past_key: string; past_value: string; new_key: string; new_value: string; bias_hidden?: number };
   files: Record<string, { bytes: number; sha256: string }>;
+  /** Extra draft sources shipped with the model (optional). */
+  drafts?: { ngram?: { file: string } };
   eval?: Record<string, unknown>;
   license?: string;
 }
@@ -115,7 +117,7 @@ export function loadPackage(dir: string, variant = 'default'): ModelPackage {
     const have = Object.keys(m.graphs).filter((k) => k !== 'default').join(', ');
     throw invalid(file, `graph variant "${chosen}" not in manifest (have: ${have})`);
   }
-  for (const f of [graph, m.tokenizer.file]) {
+  for (const f of [graph, m.tokenizer.file, ...(m.drafts?.ngram ? [m.drafts.ngram.file] : [])]) {
     if (!m.files[f]) throw invalid(file, `${f} is not listed in "files" (no sha256 to verify)`);
   }
   return { dir: root, manifest: m, graphPath: join(root, graph), variant: chosen };

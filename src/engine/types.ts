@@ -42,6 +42,8 @@ export interface GenerateStats {
   /** Histogram: index n = steps that committed n tokens. */
   acceptedHistogram: number[];
   meanRowsPerStep: number;
+  /** Accepted draft tokens by source (a token two sources proposed counts for both). */
+  acceptedBySource: { mask: number; context: number; ngram: number };
   /** Sum of session.run time and of everything else in the step loop. */
   runMs: number;
   hostMs: number;

@@ -139,6 +139,7 @@ export class FakeEngine implements Engine {
         meanAcceptedTokens: steps > 0 ? out.length / steps : 0,
         acceptedHistogram: histogram,
         meanRowsPerStep: this.treeBudget,
+        acceptedBySource: { mask: 0, context: 0, ngram: 0 },
         runMs: 0,
         hostMs: totalMs,
         finishReason: finish,
