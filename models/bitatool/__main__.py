@@ -7,6 +7,7 @@ import sys
 COMMAND_MODULES = [
     "bitatool.cli_import",
     "bitatool.cli_train",
+    "bitatool.cli_ngram",
 ]
 
 

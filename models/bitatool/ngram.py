@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import struct
 
 MAGIC = b"BNG1"
@@ -79,25 +80,41 @@ def chain_accuracy(tables, seqs, depth=4, start=20):
             "mean_accepted": round(sum(hits) / max(total, 1), 4)}
 
 
-def add_to_package(package_dir: str, seqs, held_out, log=print) -> dict:
-    """Counts tables on `seqs`, measures them on `held_out`, writes ngram.bin into the package and
-    records it (file sha256/bytes, drafts.ngram, eval.ngram) in manifest.json."""
+def build(seqs, held_out, V: int, out_path: str, source: dict, log=print) -> dict:
+    """Counts tables on `seqs`, writes them to out_path, measures them on `held_out` and writes the
+    measurement and provenance next to it (out_path + ".json")."""
+    tables = count_tables(seqs)
+    write_ngram(out_path, tables, V)
+    ev = chain_accuracy(tables, held_out)
+    ev.update({"train_sequences": len(seqs), "held_out_sequences": len(held_out),
+               "contexts": {str(n): len(t) for n, t in tables.items()}, "source": source})
+    with open(out_path + ".json", "w") as f:
+        json.dump(ev, f, indent=1)
+    log(f"[ngram] {out_path}: {os.path.getsize(out_path)} B; held-out chain hit rates by depth "
+        f"{ev['depth_hit']}, mean accepted {ev['mean_accepted']} of 4")
+    return ev
+
+
+def attach(package_dir: str, ngram_path: str, log=print) -> None:
+    """Copies a table into a package and records it in manifest.json (files, drafts, eval.ngram)."""
     from .package import file_entry
 
     mpath = os.path.join(package_dir, "manifest.json")
     with open(mpath) as f:
         manifest = json.load(f)
-    V = manifest["architecture"]["vocab_size"]
-    tables = count_tables(seqs)
-    path = os.path.join(package_dir, "ngram.bin")
-    write_ngram(path, tables, V)
-    ev = chain_accuracy(tables, held_out)
-    ev.update({"train_sequences": len(seqs), "contexts": {str(n): len(t) for n, t in tables.items()}})
-    manifest["files"]["ngram.bin"] = file_entry(path)
-    manifest["drafts"] = {"ngram": {"file": "ngram.bin", "orders": sorted(tables, reverse=True)}}
-    manifest.setdefault("eval", {})["ngram"] = ev
+    dst = os.path.join(package_dir, "ngram.bin")
+    if os.path.abspath(dst) != os.path.abspath(ngram_path):
+        shutil.copyfile(ngram_path, dst)
+    with open(dst, "rb") as f:
+        head = f.read(8)
+    if head[:4] != MAGIC or struct.unpack("<i", head[4:8])[0] != manifest["architecture"]["vocab_size"]:
+        raise ValueError(f"{ngram_path}: not an n-gram table for this package's vocabulary")
+    manifest["files"]["ngram.bin"] = file_entry(dst)
+    manifest["drafts"] = {"ngram": {"file": "ngram.bin"}}
+    side = ngram_path + ".json"
+    if os.path.exists(side):
+        with open(side) as f:
+            manifest.setdefault("eval", {})["ngram"] = json.load(f)
     with open(mpath, "w") as f:
         json.dump(manifest, f, indent=1)
-    log(f"[ngram] {path}: {os.path.getsize(path)} B, held-out chain hit rates {ev['depth_hit']}, "
-        f"mean accepted {ev['mean_accepted']} of 4")
-    return ev
+    log(f"[ngram] attached {ngram_path} to {package_dir}")

@@ -12,6 +12,7 @@ import time
 from .evalbpb import bits_per_byte, held_out_text
 from .llama2c import load_llama2c
 from .loaders import attach_adapters
+from .ngram import attach as ngram_attach
 from .orteval import add_ort_eval, held_out_sequences
 from .package import file_entry, write_package
 from .tokenizer import sentencepiece_to_tokenizer_json
@@ -20,6 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_SHARED = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
 DEFAULT_OUT = os.path.join(REPO, "models", "stories260K-bita", "package")
 DEFAULT_ADAPTERS = os.path.join(REPO, "models", "stories260K-bita", "adapters.pt")
+# n-gram draft table counted on stories260K's own greedy output (`bitatool ngram --model stories260k`).
+DEFAULT_NGRAM = os.path.join(REPO, "models", "stories260K-bita", "ngram.bin")
 
 
 def _sha(path: str) -> str:
@@ -73,6 +76,8 @@ def build(shared: str = DEFAULT_SHARED, out: str = DEFAULT_OUT, adapters: str | 
     default = next(v for v in ("int8w", "int8", "fp32", *variants) if v in variants)
     manifest = write_package(out, model, tok, "stories260K-bita", provenance, "MIT", ev, variants=variants,
                              default=default, log=log)
+    if os.path.exists(DEFAULT_NGRAM):
+        ngram_attach(out, DEFAULT_NGRAM, log=log)
     if measure:
         log("[stories260k] onnxruntime: greedy agreement of quantised graphs vs fp32 on held-out text")
         new_eval = add_ort_eval(out, held_out_sequences(sp, held), log=log)
