@@ -38,8 +38,10 @@ const prompts = storyPrompts(nPrompts);
 const runs: { plain: GenerateResult; bita: GenerateResult }[] = [];
 const loop = monitorEventLoopDelay({ resolution: 1 });
 
-// Warm-up (first runs pay for lazy allocations inside ORT).
-for (const mode of ['plain', 'bita'] as const) await engine.generate({ prompt: prompts[0], maxTokens: 16, mode });
+// Warm-up: the first generations pay for ORT's lazy allocations and V8's JIT.
+for (let i = 0; i < 3; i++) {
+  for (const mode of ['plain', 'bita'] as const) await engine.generate({ prompt: prompts[i], maxTokens: newTokens, mode });
+}
 
 loop.enable();
 for (let i = 0; i < prompts.length; i++) {
