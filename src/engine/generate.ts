@@ -113,7 +113,8 @@ export class Generator {
 
     dec.setBudget(Atomics.load(this.shared, SLOT_BUDGET));
     const first = dec.start(prompt, {
-      mode: req.mode ?? (this.hasAdapters ? 'bita' : 'plain'),
+      // Tree decoding also pays without adapters: context and n-gram drafts need no extra weights.
+      mode: req.mode ?? 'bita',
       temperature: req.temperature ?? 0,
       topK: req.topK ?? 0,
       topP: req.topP ?? 1,
