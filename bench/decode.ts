@@ -70,7 +70,11 @@ const result = {
   bita_tokens_per_s: +tps(bita).toFixed(1),
   speedup: +(tps(bita) / tps(plain)).toFixed(3),
   speedup_median_per_prompt: +median(runs.map((r) => (r.plain.stats.totalMs - r.plain.stats.prefillMs) / (r.bita.stats.totalMs - r.bita.stats.prefillMs))).toFixed(3),
-  mean_accepted_tokens: +(sum(bita.map((r) => r.stats.outputTokens)) / steps).toFixed(3),
+  // Committed tokens per tree step (accepted drafts + the bonus token); the first token comes from prefill.
+  mean_accepted_tokens: +(sum(bita.map((r) => r.stats.meanAcceptedTokens * r.stats.steps)) / steps).toFixed(3),
+  accepted_per_step_by_source: Object.fromEntries(
+    (['mask', 'context', 'ngram'] as const).map((k) => [k, +(sum(bita.map((r) => r.stats.acceptedBySource[k])) / steps).toFixed(3)]),
+  ),
   mean_rows_per_step: +(sum(bita.map((r) => r.stats.meanRowsPerStep * r.stats.steps)) / steps).toFixed(2),
   identical,
   host_ms_per_step: +(sum(bita.map((r) => r.stats.hostMs)) / steps).toFixed(4),
@@ -83,6 +87,7 @@ const rows: [string, string, string][] = [
   ['tokens/s', String(result.ar_tokens_per_s), String(result.bita_tokens_per_s)],
   ['tokens per step', '1', String(result.mean_accepted_tokens)],
   ['rows per step', '1', String(result.mean_rows_per_step)],
+  ['accepted/step mask|ctx|ngram', '-', Object.values(result.accepted_per_step_by_source).join(' | ')],
   ['ms per step (run / host)', `${median(plain.map((r) => r.stats.runMs / r.stats.steps)).toFixed(3)} / ${median(plain.map((r) => r.stats.hostMs / r.stats.steps)).toFixed(3)}`, `${result.run_ms_per_step} / ${result.host_ms_per_step}`],
 ];
 console.log(`model ${result.model}: ${result.prompts} prompts x ${newTokens} new tokens, budget ${result.budget_rows} rows`);

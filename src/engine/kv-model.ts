@@ -103,8 +103,10 @@ export class OrtTreeModel implements TreeModel {
       const src = out[this.newNames[i]].data as Float32Array; // [Q, KVH, D]
       const dst = this.caches[i];
       for (let k = 0; k < count; k++) {
-        const r = rows[k];
-        dst.set(src.subarray(r * n, r * n + n), (this.length + k) * n);
+        // A plain loop: KVH·D is a few dozen floats, where subarray + set costs more than the copy.
+        const from = rows[k] * n;
+        const to = (this.length + k) * n;
+        for (let j = 0; j < n; j++) dst[to + j] = src[from + j];
       }
     }
     this.length += count;
