@@ -27,16 +27,16 @@ from .model import Llama, NEG
 class BitaSettings:
     n_masks: int = 3
     n_prefix: int = 16
-    steps: int = 1000
+    steps: int = 500
     batch: int = 8
     groups: int = 64
     lr: float = 3e-2
     mlp_lr: float = 3e-3  # the reparameterisation MLP (a normal-sized network) wants a normal lr
     min_lr_frac: float = 0.0
-    warmup: int = 30
+    warmup: int = 20
     weight_decay: float = 0.0
     prefix_dropout: float = 0.1
-    reparam_hidden: int = 0  # > 0: prefix = MLP(table) during training, folded before export
+    reparam_hidden: int = 256  # > 0: prefix = MLP(table) during training, folded before export
     seed: int = 7
     ckpt_every: int = 50
 

@@ -114,7 +114,9 @@ def cmd_train_bita(a) -> int:
                                         "seed": a.data_seed, "int8_teacher": a.int8,
                                         "prompts": "train: first 90% of tinystories_val_subset.txt; "
                                                    "eval: held-out last 10%"}}
-    train_and_eval(base, s, train, ev, a.out, a.out + ".ckpt" if a.out else None, extra)
+    # The resumable checkpoint stays in the git-ignored build folder, next to nothing committed.
+    ckpt = os.path.join(BUILD, "ckpt-" + os.path.basename(a.out) + ".ckpt") if a.out else None
+    train_and_eval(base, s, train, ev, a.out, ckpt, extra)
     return 0
 
 

@@ -28,7 +28,7 @@ class DistillSettings:
     n_heads: int = 6
     n_kv_heads: int = 3
     hidden_dim: int = 256
-    steps: int = 380
+    steps: int = 650
     batch: int = 12
     seq_len: int = 128
     lr: float = 4e-3
@@ -107,10 +107,18 @@ def distill(out: str, s: DistillSettings, root: str | None = None, log=print, wo
                              {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, betas=(0.9, 0.95))
     ckpt = out + ".ckpt"
     step = 0
+    history: list = []
     rng = random.Random(s.seed)
     if os.path.exists(ckpt):
         blob = torch.load(ckpt)
-        if blob["settings"] != asdict(s):
+        was = dict(blob["settings"])
+        history = blob.get("steps_history", [])
+        if was["steps"] != s.steps and {**was, "steps": s.steps} == asdict(s):
+            # Only the length changed (a run extended when it proved undertrained): the cosine is
+            # stretched from here on; the change is recorded in the checkpoint and the model.
+            history = history + [{"at_step": blob["step"], "old_steps": was["steps"], "new_steps": s.steps}]
+            log(f"distill: extending from {was['steps']} to {s.steps} steps at step {blob['step']}")
+        elif was != asdict(s):
             raise SystemExit(f"{ckpt} was written with other settings; delete it to start over")
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["opt"])
@@ -155,10 +163,11 @@ def distill(out: str, s: DistillSettings, root: str | None = None, log=print, wo
                 f"lr {lr_at(step, s):.2e} {el / (step - step0):.2f}s/step ETA {eta / 60:.1f} min")
         if step % s.ckpt_every == 0 or step == s.steps:
             torch.save({"settings": asdict(s), "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, ckpt + ".tmp")
+                        "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "steps_history": history},
+                       ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
     model.eval()
-    save_model(model, out, extra={"distill": asdict(s), "teacher": TEACHER,
+    save_model(model, out, extra={"distill": asdict(s), "teacher": TEACHER, "steps_history": history,
                                   "train_seconds_this_run": round(time.time() - t0)})
     log(f"distill: wrote {out}")
     return model
