@@ -9,8 +9,9 @@
  * in non-increasing score order and every prefix of the node list is a connected tree. A path found by
  * both sources is one node (max score, both source bits).
  *
- * Rows: budget = 1 (b) + nodes + M per mask group. Group 0 goes on the root whenever adapters exist and
- * it fits (the next tree needs it when nothing is accepted). Further groups go on the nodes where the
+ * Rows: budget = 1 (b) + nodes + M per mask group. Group 0 goes on the root when its learned gain beats
+ * the nodes it displaces, and on every exploration step (so weak masks stop costing rows, and the gain
+ * keeps being measured). Further groups go on the nodes where the
  * accepted path most likely ends, P(end at x) = score(x) - sum of its children's scores, as long as
  * P(end) * groupGain beats the scores of the M lowest-scored nodes they displace.
  */
@@ -33,6 +34,8 @@ export interface BuildLimits {
   contextRate: number;
   /** The same for the first token of an alternative chain (chains 1..). */
   contextAltRate: number;
+  /** Reserve group 0 on the root regardless of its expected gain (to keep measuring it). */
+  exploreMasks: boolean;
 }
 
 const KIND_MASK = 0;
@@ -65,8 +68,9 @@ export class TreeBuilder {
   build(tree: DraftTree, masks: MaskDrafts, context: ContextDrafts, limits: BuildLimits): number {
     const { M } = limits;
     const budget = Math.min(limits.budget, tree.capacity);
-    const rootGroup = M > 0 && budget >= 1 + M && limits.maxGroupDepth >= 0;
-    const nodeBudget = budget - 1 - (rootGroup ? M : 0);
+    const groupFits = M > 0 && budget >= 1 + M && limits.maxGroupDepth >= 0;
+    const forced = groupFits && limits.exploreMasks;
+    const nodeBudget = budget - 1 - (forced ? M : 0);
     this.heapSize = 0;
     if (nodeBudget > 0 && limits.maxDepth > 0) {
       this.pushMaskChild(tree, masks, 0, 0);
@@ -77,11 +81,26 @@ export class TreeBuilder {
       }
       while (this.heapSize > 0 && tree.nodeCount < nodeBudget) this.expand(tree, masks, context, limits);
     }
-    if (rootGroup) {
+    if (forced || (groupFits && this.rootGroupPays(tree, budget, limits))) {
       tree.attachGroup(0);
       this.addGroups(tree, budget, limits);
     }
     return tree.rows(M);
+  }
+
+  /**
+   * Group 0 costs M rows; it pays when the mask tokens it brings (groupGain, learned) beat the scores
+   * of the lowest nodes it displaces. If so, those nodes are removed (they are the newest: nodes
+   * enter in non-increasing score order, so the rest stays a connected tree).
+   */
+  private rootGroupPays(tree: DraftTree, budget: number, limits: BuildLimits): boolean {
+    const drop = Math.max(0, limits.M - (budget - tree.rows(limits.M)));
+    if (drop > tree.nodeCount) return false;
+    let lost = 0;
+    for (let i = tree.size - drop; i < tree.size; i++) lost += tree.score[i];
+    if (!(limits.groupGain > lost)) return false;
+    for (let i = 0; i < drop; i++) tree.removeLast();
+    return true;
   }
 
   private expand(tree: DraftTree, masks: MaskDrafts, context: ContextDrafts, limits: BuildLimits): void {

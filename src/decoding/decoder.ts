@@ -87,6 +87,8 @@ export interface StepResult {
 }
 
 const EMA_ALPHA = 0.05;
+/** Every this many steps group 0 is placed whatever its expected gain, to keep measuring it. */
+const MASK_EXPLORE_EVERY = 16;
 
 export class Decoder {
   readonly maxRows: number;
@@ -123,6 +125,7 @@ export class Decoder {
     groupGain: 0,
     contextRate: 0,
     contextAltRate: 0,
+    exploreMasks: false,
   };
   private sampling: SamplingParams = { temperature: 0, topK: 0, topP: 1 };
   private plain = false;
@@ -130,6 +133,7 @@ export class Decoder {
   private contextRate: number;
   private contextAltRate: number;
   private groupGain: number;
+  private steps = 0; // tree steps since the estimates were reset
 
   constructor(
     private readonly model: TreeModel,
@@ -226,6 +230,14 @@ export class Decoder {
     return { contextRate: this.contextRate, contextAltRate: this.contextAltRate, groupGain: this.groupGain };
   }
 
+  /** Forgets the learned draft rates (back to the options' initial values). */
+  resetEstimates(): void {
+    this.contextRate = this.opts.contextRate;
+    this.contextAltRate = this.opts.contextAltRate;
+    this.groupGain = this.opts.groupGain;
+    this.steps = 0;
+  }
+
   /** Resets the cache, prefills the prompt and emits the first generated token. */
   start(prompt: ArrayLike<number>, gen: GenerationOptions = {}): StepResult {
     const { model, V } = this;
@@ -239,9 +251,10 @@ export class Decoder {
     };
     this.plain = gen.mode === 'plain';
     this.rng.seed(gen.seed ?? 0);
-    this.contextRate = this.opts.contextRate;
-    this.contextAltRate = this.opts.contextAltRate;
-    this.groupGain = this.opts.groupGain;
+    // The learned draft rates belong to the model, so greedy requests keep them. Sampled requests
+    // start from the defaults: with a seed, the same request must draw the same tokens, and the
+    // tree shape decides how the random stream is consumed.
+    if (!isGreedy(this.sampling)) this.resetEstimates();
     model.truncate(0);
     this.fed = 0;
     for (let i = 0; i < L0; i++) this.tokens[i] = prompt[i];
@@ -319,6 +332,7 @@ export class Decoder {
     limits.maxDepth = maxDepth;
     limits.maxGroupDepth = maxGroupDepth;
     limits.groupGain = this.groupGain;
+    limits.exploreMasks = this.steps++ % MASK_EXPLORE_EVERY === 0;
     limits.contextRate = this.contextRate;
     limits.contextAltRate = this.contextAltRate;
     this.builder.build(tree, this.masks, this.context, limits);

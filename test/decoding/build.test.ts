@@ -18,7 +18,7 @@ function masks(perDepth: [number, number][][], k = 4): MaskDrafts {
 }
 
 function limits(over: Partial<BuildLimits>): BuildLimits {
-  return { budget: 16, M: 3, maxDepth: 100, maxGroupDepth: 100, groupGain: 0, contextRate: 0.5, contextAltRate: 0.2, ...over };
+  return { budget: 16, M: 3, maxDepth: 100, maxGroupDepth: 100, groupGain: 0, contextRate: 0.5, contextAltRate: 0.2, exploreMasks: true, ...over };
 }
 
 /** Context-draft chains from explicit token lists. */
@@ -147,4 +147,22 @@ t.test('alternative context chains branch below the root with their own first-to
   t.equal(tree.contextRole[n7], CONTEXT_ALT_HEAD);
   t.equal(tree.contextRole[tree.findChild(n7, 8)], CONTEXT_MAIN, 'continuations count as main-rate tokens');
   t.ok(Math.abs(tree.score[tree.findChild(n4, 9)] - 0.45) < 1e-12, 'a chain merged at its head continues below the shared node');
+});
+
+t.test('group 0 goes on the root only when its learned gain beats the nodes it displaces', async (t) => {
+  const m = masks([[[5, 0.9], [6, 0.05]], [[7, 0.8]], [[8, 0.7]]]);
+  const build = (groupGain: number) => {
+    const tree = new DraftTree(16);
+    tree.reset(1);
+    new TreeBuilder(16, 32).build(tree, m, chains(), limits({ budget: 6, exploreMasks: false, groupGain }));
+    return tree;
+  };
+  const weak = build(0.1);
+  t.equal(weak.groupCount, 0, 'weak masks: no group, all 5 node rows kept');
+  t.equal(weak.nodeCount, 5);
+  const strong = build(5);
+  t.equal(strong.groupCount, 1, 'strong masks: group 0 placed');
+  t.equal(strong.group[0] >= 0, true, 'on the root');
+  t.equal(strong.nodeCount, 2, 'the lowest nodes made room for M = 3 mask rows');
+  t.equal(strong.rows(3), 6, 'within the budget');
 });
