@@ -14,7 +14,7 @@ const { values: args } = parseArgs({
     model: { type: 'string', default: BUNDLED_MODEL },
     prompts: { type: 'string', default: '20' },
     'new-tokens': { type: 'string', default: '128' },
-    budget: { type: 'string', default: '16' },
+    budget: { type: 'string', default: '10' },
     threads: { type: 'string', default: '0' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },

@@ -12,6 +12,12 @@ import { type FromWorker, type ToWorker, SHARED_SLOTS, SLOT_BUDGET, SLOT_CANCEL 
 
 export * from './types.js';
 
+/**
+ * Rows per tree step unless configured: on the 2-core VM, 6–10 rows gave the best speedup for the
+ * 0.26–0.46 M-parameter packages (bench, budgets 4–16); the load-aware controller may change it.
+ */
+export const DEFAULT_TREE_BUDGET = 10;
+
 export interface EngineOptions {
   /** Graph variant from the manifest ("default" picks the manifest's choice). */
   variant?: string;
@@ -19,7 +25,7 @@ export interface EngineOptions {
   threads?: number;
   /** Execution providers, in order (default ["cpu"]). */
   executionProviders?: string[];
-  /** Initial draft-tree row budget (default 16; 1 = plain decoding). */
+  /** Initial draft-tree row budget (default DEFAULT_TREE_BUDGET; 1 = plain decoding). */
   treeBudget?: number;
 }
 
@@ -120,7 +126,7 @@ export async function loadEngine(packageDir: string, opts: EngineOptions = {}): 
       variant: opts.variant ?? 'default',
       threads: opts.threads ?? 0,
       executionProviders: opts.executionProviders ?? ['cpu'],
-      treeBudget: opts.treeBudget ?? 16,
+      treeBudget: opts.treeBudget ?? DEFAULT_TREE_BUDGET,
     },
   };
   worker.postMessage(load);
