@@ -27,7 +27,7 @@ from .model import Llama, NEG
 class BitaSettings:
     n_masks: int = 3
     n_prefix: int = 16
-    steps: int = 500
+    steps: int = 1000
     batch: int = 8
     groups: int = 64
     lr: float = 3e-2

@@ -41,6 +41,18 @@ def _copy_adapters(src, dst) -> None:
         dst.prefix.copy_(src.prefix)
 
 
+def write_checkpoint(out: str, model, manifest: dict) -> None:
+    """The fp32 torch checkpoint (base + adapters) next to the graphs, so `bitatool bpb` and
+    `eval-masks` run on the bundled model from a fresh clone; listed under provenance, not under
+    `files` (the engine never reads it)."""
+    from .checkpoint import save_model
+
+    path = os.path.join(out, "checkpoint.pt")
+    save_model(model, path, extra={"name": NAME})
+    manifest["provenance"]["torch_checkpoint"] = {"file": "checkpoint.pt", **file_entry(path),
+                                                  "load_with": "bitatool.checkpoint.load_model"}
+
+
 def build_default(shared: str, out: str, log=print, skip_ort: bool = False) -> dict:
     t0 = time.time()
     work = os.path.join(BUILD, "default")
@@ -132,6 +144,7 @@ def build_default(shared: str, out: str, log=print, skip_ort: bool = False) -> d
             ev_block["ort_ms_2threads"] = r["ms"]
     ev_block["build_seconds"] = round(time.time() - t0)
     manifest["eval"] = ev_block
+    write_checkpoint(out, base, manifest)
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     log(f"[default] done in {time.time() - t0:.0f} s: {out}")

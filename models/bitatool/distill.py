@@ -28,7 +28,7 @@ class DistillSettings:
     n_heads: int = 6
     n_kv_heads: int = 3
     hidden_dim: int = 256
-    steps: int = 650
+    steps: int = 1200
     batch: int = 12
     seq_len: int = 128
     lr: float = 4e-3
@@ -108,11 +108,13 @@ def distill(out: str, s: DistillSettings, root: str | None = None, log=print, wo
     ckpt = out + ".ckpt"
     step = 0
     history: list = []
+    secs_before = 0.0  # training seconds of earlier (resumed) runs
     rng = random.Random(s.seed)
     if os.path.exists(ckpt):
         blob = torch.load(ckpt)
         was = dict(blob["settings"])
         history = blob.get("steps_history", [])
+        secs_before = blob.get("train_seconds", 0.0)
         if was["steps"] != s.steps and {**was, "steps": s.steps} == asdict(s):
             # Only the length changed (a run extended when it proved undertrained): the cosine is
             # stretched from here on; the change is recorded in the checkpoint and the model.
@@ -163,11 +165,12 @@ def distill(out: str, s: DistillSettings, root: str | None = None, log=print, wo
                 f"lr {lr_at(step, s):.2e} {el / (step - step0):.2f}s/step ETA {eta / 60:.1f} min")
         if step % s.ckpt_every == 0 or step == s.steps:
             torch.save({"settings": asdict(s), "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "steps_history": history},
-                       ckpt + ".tmp")
+                        "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "steps_history": history,
+                        "train_seconds": secs_before + time.time() - t0}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
     model.eval()
     save_model(model, out, extra={"distill": asdict(s), "teacher": TEACHER, "steps_history": history,
-                                  "train_seconds_this_run": round(time.time() - t0)})
+                                  "train_seconds_this_run": round(time.time() - t0),
+                                  "train_seconds_total": round(secs_before + time.time() - t0)})
     log(f"distill: wrote {out}")
     return model
