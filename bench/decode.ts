@@ -5,7 +5,6 @@
  */
 import { parseArgs } from 'node:util';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { basename } from 'node:path';
 import { loadEngine, type GenerateResult } from '../src/engine/index.js';
 import { BUNDLED_MODEL, storyPrompts } from './data.js';
 
@@ -34,6 +33,7 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 const nPrompts = Number(args.prompts);
 const newTokens = Number(args['new-tokens']);
 const engine = await loadEngine(args.model, { threads: Number(args.threads), treeBudget: Number(args.budget) });
+const modelName = engine.info().model;
 const prompts = storyPrompts(nPrompts);
 const runs: { plain: GenerateResult; bita: GenerateResult }[] = [];
 const loop = monitorEventLoopDelay({ resolution: 1 });
@@ -62,7 +62,7 @@ const bita = runs.map((r) => r.bita);
 const identical = runs.every((r) => r.plain.tokens.join() === r.bita.tokens.join());
 const steps = sum(bita.map((r) => r.stats.steps));
 const result = {
-  model: basename(args.model),
+  model: modelName,
   prompts: prompts.length,
   new_tokens: newTokens,
   budget_rows: Number(args.budget),
@@ -87,11 +87,11 @@ const rows: [string, string, string][] = [
   ['tokens/s', String(result.ar_tokens_per_s), String(result.bita_tokens_per_s)],
   ['tokens per step', '1', String(result.mean_accepted_tokens)],
   ['rows per step', '1', String(result.mean_rows_per_step)],
-  ['accepted/step mask|ctx|ngram', '-', Object.values(result.accepted_per_step_by_source).join(' | ')],
+  ['accepted/step by source', '-', Object.entries(result.accepted_per_step_by_source).map(([k, v]) => `${k} ${v}`).join(' ')],
   ['ms per step (run / host)', `${median(plain.map((r) => r.stats.runMs / r.stats.steps)).toFixed(3)} / ${median(plain.map((r) => r.stats.hostMs / r.stats.steps)).toFixed(3)}`, `${result.run_ms_per_step} / ${result.host_ms_per_step}`],
 ];
 console.log(`model ${result.model}: ${result.prompts} prompts x ${newTokens} new tokens, budget ${result.budget_rows} rows`);
-console.log(`${'metric'.padEnd(26)}${'plain'.padStart(18)}${'bita'.padStart(18)}`);
-for (const [k, a, b] of rows) console.log(`${k.padEnd(26)}${a.padStart(18)}${b.padStart(18)}`);
+console.log(`${'metric'.padEnd(26)}${'plain'.padStart(18)}${'bita'.padStart(34)}`);
+for (const [k, a, b] of rows) console.log(`${k.padEnd(26)}${a.padStart(18)}${b.padStart(34)}`);
 console.log(`speedup ${result.speedup}x (median per prompt ${result.speedup_median_per_prompt}x), identical greedy output: ${identical}, main event-loop p99 ${result.event_loop_p99_ms} ms`);
 if (args.json) console.log(JSON.stringify(result));
