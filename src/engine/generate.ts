@@ -94,7 +94,7 @@ export class Generator {
     }
     const maxTokens = req.maxTokens ?? DEFAULT_MAX_TOKENS;
     const eos = this.codec.eosId;
-    const text = new TextStream(this.codec, req.stop ?? []);
+    const text = new TextStream(this.codec, req.stop ?? [], prompt[prompt.length - 1] ?? null);
     const out: number[] = [];
     const histogram: number[] = [];
     const dec = this.decoder;

@@ -73,10 +73,18 @@ export class TextStream {
   private start = 0; // first id whose text is not final yet
   stopped = false;
 
+  /** contextId: the token before the first streamed one (the prompt's last), so a leading space of
+   *  the first generated word survives decoders that strip it at the start of a sequence. */
   constructor(
     private readonly codec: Pick<TextCodec, 'decode' | 'decodeAlone'>,
     private readonly stops: string[],
-  ) {}
+    contextId: number | null = null,
+  ) {
+    if (contextId !== null) {
+      this.ids.push(contextId);
+      this.start = 1;
+    }
+  }
 
   /** Adds tokens; returns the text that can be shown now ('' if none). */
   push(tokens: ArrayLike<number>): string {
