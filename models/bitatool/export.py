@@ -255,18 +255,22 @@ def _share_tied_head(g: onnx.ModelProto, model: Llama) -> None:
     g.graph.node.extend(nodes[:idx] + new_nodes + nodes[idx + 1 :])
 
 
-def _drop_unused_initializers(g: onnx.ModelProto) -> None:
-    used = set()
+def drop_unused_initializers(g: onnx.ModelProto) -> None:
+    """Removes initializers that no node (subgraphs included) and no graph output reads."""
+    used = set(o.name for o in g.graph.output)
     for node in g.graph.node:
         used.update(node.input)
         for a in node.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
                 for sub in a.g.node:
                     used.update(sub.input)
-    used.update(o.name for o in g.graph.output)
     keep = [i for i in g.graph.initializer if i.name in used]
     del g.graph.initializer[:]
     g.graph.initializer.extend(keep)
+
+
+def _drop_unused_initializers(g: onnx.ModelProto) -> None:
+    drop_unused_initializers(g)
     # unused Transpose nodes feeding nothing
     changed = True
     while changed:
@@ -279,9 +283,4 @@ def _drop_unused_initializers(g: onnx.ModelProto) -> None:
             if not any(o in used for o in node.output):
                 g.graph.node.remove(node)
                 changed = True
-    used = set()
-    for node in g.graph.node:
-        used.update(node.input)
-    keep = [i for i in g.graph.initializer if i.name in used]
-    del g.graph.initializer[:]
-    g.graph.initializer.extend(keep)
+    drop_unused_initializers(g)

@@ -23,6 +23,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from .export import drop_unused_initializers
 from .model import Llama
 
 MS = "com.microsoft"
@@ -107,12 +108,7 @@ def _matmul_weights(g: onnx.ModelProto):
 
 def _finish(g: onnx.ModelProto, dst: str) -> None:
     _ensure_ms_opset(g)
-    used = set()
-    for n in g.graph.node:
-        used.update(n.input)
-    keep = [i for i in g.graph.initializer if i.name in used]
-    del g.graph.initializer[:]
-    g.graph.initializer.extend(keep)
+    drop_unused_initializers(g)
     onnx.checker.check_model(g)
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     onnx.save(g, dst)
