@@ -182,27 +182,24 @@ export class Dispatcher {
     safeSend(channel, o.reply, this.log);
     const s = o.stats;
     const ok = o.reply.status === 'ok';
-    this.record({
-      ts,
-      transport: msg.transport,
-      kind,
-      txn: transaction,
-      model: this.model(),
-      prompt_tokens: s?.promptTokens ?? null,
-      output_tokens: s?.outputTokens ?? null,
-      queue_ms: o.queueMs,
-      ttft_ms: s && s.outputTokens > 0 ? s.ttftMs : null,
-      tpot_ms: s && s.outputTokens > 1 ? s.tpotMs : null,
-      engine_ms: o.engineMs,
-      total_ms: o.totalMs,
-      tokens_per_s: s ? s.tokensPerS : null,
-      mean_accepted_tokens: s ? s.meanAcceptedTokens : null,
-      tree_budget: o.treeBudget,
-      rows_per_step: s ? s.meanRowsPerStep : null,
-      finish_reason: s ? s.finishReason : null,
-      outcome: ok ? 'ok' : 'error',
-      error_code: ok ? null : (o.reply as { error: { code: string } }).error.code,
-    });
+    this.record(
+      this.row(msg, kind, transaction, ts, {
+        prompt_tokens: s?.promptTokens ?? null,
+        output_tokens: s?.outputTokens ?? null,
+        queue_ms: o.queueMs,
+        ttft_ms: s && s.outputTokens > 0 ? s.ttftMs : null,
+        tpot_ms: s && s.outputTokens > 1 ? s.tpotMs : null,
+        engine_ms: o.engineMs,
+        total_ms: o.totalMs,
+        tokens_per_s: s ? s.tokensPerS : null,
+        mean_accepted_tokens: s ? s.meanAcceptedTokens : null,
+        tree_budget: o.treeBudget,
+        rows_per_step: s ? s.meanRowsPerStep : null,
+        finish_reason: s ? s.finishReason : null,
+        outcome: ok ? 'ok' : 'error',
+        error_code: ok ? null : (o.reply as { error: { code: string } }).error.code,
+      }),
+    );
     this.log.info(
       { transaction, transport: msg.transport, status: o.reply.status, total_ms: round(o.totalMs), ...(ok ? {} : { code: (o.reply as { error: { code: string } }).error.code }) },
       'request finished',
@@ -223,27 +220,18 @@ export class Dispatcher {
     const reply: FinalReply = errorReply(transaction, code, message);
     safeSend(channel, reply, this.log);
     this.log.info({ transaction, transport: msg.transport, code }, 'request rejected');
-    this.record({
-      ts,
-      transport: msg.transport,
-      kind,
-      txn: transaction,
-      model: this.model(),
-      prompt_tokens: null,
-      output_tokens: null,
-      queue_ms: null,
-      ttft_ms: null,
-      tpot_ms: null,
-      engine_ms: null,
-      total_ms: performance.now() - receivedAt,
-      tokens_per_s: null,
-      mean_accepted_tokens: null,
-      tree_budget: null,
-      rows_per_step: null,
-      finish_reason: null,
-      outcome: 'error',
-      error_code: code,
-    });
+    this.record(this.row(msg, kind, transaction, ts, { total_ms: performance.now() - receivedAt, outcome: 'error', error_code: code }));
+  }
+
+  /** A request-log row: the given fields, null for every measurement not given. */
+  private row(msg: Inbound, kind: string | null, txn: string | null, ts: number, fields: Partial<RequestRow> & Pick<RequestRow, 'outcome'>): RequestRow {
+    return {
+      ts, transport: msg.transport, kind, txn, model: this.model(),
+      prompt_tokens: null, output_tokens: null, queue_ms: null, ttft_ms: null, tpot_ms: null, engine_ms: null,
+      total_ms: null, tokens_per_s: null, mean_accepted_tokens: null, tree_budget: null, rows_per_step: null,
+      finish_reason: null, error_code: null,
+      ...fields,
+    };
   }
 
   private record(row: RequestRow): void {
