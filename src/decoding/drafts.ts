@@ -100,41 +100,10 @@ const MASK_STRIDE_FROM_V = 4096;
 const MASK_STRIDE = 8;
 
 /**
- * Prompt lookup: for n = maxNgram down to minNgram, find the latest earlier occurrence of the last n
- * tokens of tokens[0..length) and copy what followed it (up to out.length tokens) into out. The copy
+ * Prompt lookup: chains with distinct first tokens, from the latest earlier occurrences of the
+ * context's last n-gram (n = maxNgram down to minNgram), each proposing what followed it. The copy
  * may run past the end of the context into its own output, which extends periodic text naturally.
- * Returns the number of draft tokens (0 = no match).
- */
-export function contextDraft(
-  tokens: Int32Array,
-  length: number,
-  minNgram: number,
-  maxNgram: number,
-  out: Int32Array,
-): number {
-  for (let n = Math.min(maxNgram, length - 1); n >= minNgram; n--) {
-    const tail = length - n;
-    // Latest start s < tail (so at least one token follows the earlier occurrence).
-    for (let s = tail - 1; s >= 0; s--) {
-      let j = 0;
-      while (j < n && tokens[s + j] === tokens[tail + j]) j++;
-      if (j < n) continue;
-      const from = s + n;
-      let count = 0;
-      for (; count < out.length; count++) {
-        const x = from + count;
-        out[count] = x < length ? tokens[x] : out[x - length];
-      }
-      return count;
-    }
-  }
-  return 0;
-}
-
-/**
- * Several prompt-lookup chains with distinct first tokens: the latest earlier occurrences of the
- * context's last n-gram (longest n first), each proposing what followed it. Chain 0 is what
- * contextDraft proposes; the others are alternatives that the tree can branch into when rows are left.
+ * Chain 0 is the latest longest match; the others are alternatives the tree can branch into.
  */
 export class ContextDrafts {
   chains = 0;

@@ -20,6 +20,6 @@ export { expNonPositive } from './fastexp.js';
 export { rowsAttentionBias } from './bias.js';
 export { DraftTree, SOURCE_CONTEXT, SOURCE_MASK, SOURCE_NGRAM, treeAttentionBias } from './tree.js';
 export { NgramTable } from './ngram.js';
-export { MaskDrafts, contextDraft, draftsFromMasks } from './drafts.js';
+export { MaskDrafts, ContextDrafts, contextDrafts, draftsFromMasks } from './drafts.js';
 export { TreeBuilder, type BuildLimits } from './build.js';
 export { Acceptance, VerifiedPath, acceptPath, verifyGreedy, verifySampling } from './verify.js';

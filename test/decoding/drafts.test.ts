@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ContextDrafts, contextDraft, contextDrafts, draftsFromMasks, MaskDrafts } from '../../src/decoding/drafts.js';
+import { ContextDrafts, contextDrafts, draftsFromMasks, MaskDrafts } from '../../src/decoding/drafts.js';
 import { expNonPositive } from '../../src/decoding/fastexp.js';
 import { Rng } from '../../src/decoding/rng.js';
 
@@ -59,7 +59,16 @@ t.test('a large vocabulary estimates the normaliser from a strided sample (withi
   }
 });
 
-t.test('contextDraft proposes the continuation of the latest match of the last n-gram', async (t) => {
+/** The single best prompt-lookup chain: its length (0 = no match) and tokens, copied into out. */
+function contextDraft(tokens: Int32Array, length: number, minNgram: number, maxNgram: number, out: Int32Array): number {
+  const drafts = new ContextDrafts(1, out.length);
+  contextDrafts(tokens, length, minNgram, maxNgram, drafts);
+  if (drafts.chains === 0) return 0;
+  out.set(drafts.tokens.subarray(0, drafts.length[0]));
+  return drafts.length[0];
+}
+
+t.test('prompt lookup proposes the continuation of the latest match of the last n-gram', async (t) => {
   const out = new Int32Array(4);
   // ... 1 2 3 [9 8] ... 1 2 3 [7 6] ... 1 2 3 → latest earlier match of "1 2 3" is followed by 7 6
   const tokens = Int32Array.from([1, 2, 3, 9, 8, 5, 1, 2, 3, 7, 6, 4, 1, 2, 3]);
@@ -68,7 +77,7 @@ t.test('contextDraft proposes the continuation of the latest match of the last n
   t.same(Array.from(out), [7, 6, 4, 1]);
 });
 
-t.test('contextDraft falls back to shorter n-grams and returns 0 without a match', async (t) => {
+t.test('prompt lookup falls back to shorter n-grams and returns 0 without a match', async (t) => {
   const out = new Int32Array(2);
   const tokens = Int32Array.from([5, 6, 7, 1, 6, 8]); // "1 6 8" and "6 8" never occurred before; "8" neither
   t.equal(contextDraft(tokens, 6, 1, 3, out), 0);
@@ -79,7 +88,7 @@ t.test('contextDraft falls back to shorter n-grams and returns 0 without a match
   t.equal(contextDraft(Int32Array.from([4]), 1, 1, 3, out), 0);
 });
 
-t.test('contextDraft extends periodic text past the end of the context', async (t) => {
+t.test('prompt lookup extends periodic text past the end of the context', async (t) => {
   const out = new Int32Array(6);
   const tokens = Int32Array.from([1, 2, 1, 2, 1]); // latest "2 1" match at 1 → 2 1 2 1 2 1 ...
   t.equal(contextDraft(tokens, 5, 1, 3, out), 6);
