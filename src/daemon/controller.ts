@@ -9,6 +9,7 @@ import { loadEngine } from '../engine/index.js';
 import type { Engine } from '../engine/types.js';
 import type { BitadConfig } from './config/schema.js';
 import { Dispatcher } from './dispatcher.js';
+import { overallState, type ComponentHealth, type Components } from './health.js';
 import { SystemdNotifier } from './lifecycle/notify.js';
 import { createLogger } from './logger.js';
 import { Scheduler } from './scheduler/scheduler.js';
@@ -178,6 +179,7 @@ export class Controller {
       treeBudget: () => this.engine?.info().treeBudget ?? 0,
       load: () => this.loadMonitor?.latest ?? null,
       uptimeS: () => this.uptimeS(),
+      components: () => this.components(),
     };
   }
 
@@ -196,10 +198,30 @@ export class Controller {
     };
   }
 
+  /** Every part's status; the daemon is `degraded` while any part is (see health.ts). */
+  components(): Components {
+    return {
+      engine: this.engineHealth(),
+      store: this.store ? this.store.health() : { status: 'off' },
+      mqtt: this.mqtt ? this.mqtt.health() : { status: 'off' },
+      socket: this.socket ? { status: 'ok' } : { status: 'off' },
+    };
+  }
+
+  private engineHealth(): ComponentHealth {
+    if (!this.engine) return { status: 'down', reason: 'not loaded' };
+    if (!this.scheduler?.responsive(this.cfg.lifecycle.engine_stall_ms)) return { status: 'degraded', reason: 'not making progress' };
+    return { status: 'ok' };
+  }
+
   health(): Record<string, unknown> {
     const m = this.engine?.info();
+    const components = this.components();
+    const overall = overallState(components);
     return {
-      state: this.state,
+      state: this.state === 'online' ? overall.state : this.state,
+      ...(overall.reasons.length ? { reasons: overall.reasons } : {}),
+      components,
       node_id: this.cfg.node_id,
       version: VERSION,
       model: m?.model ?? null,

@@ -29,6 +29,9 @@ export async function status(socket: string, json: boolean): Promise<number> {
     `mqtt         ${d.mqtt ? `${d.mqtt.base} (${d.mqtt.connected ? 'connected' : 'disconnected'})` : 'off'}`,
     `load         ${load ? `cpu ${load.cpu_load_pct ?? '-'} %, temp ${load.cpu_temp_c ?? '-'} °C, gpu ${load.gpu_load_pct ?? '-'} %, mem used ${load.mem_used_mb ?? '-'} MB, daemon rss ${load.rss_mb} MB` : 'not sampled yet'}`,
     `uptime       ${d.uptime_s} s`,
+    ...Object.entries((d.components ?? {}) as Record<string, { status: string; reason?: string }>).map(
+      ([name, c]) => `${name.padEnd(12)} ${c.status}${c.reason ? ` (${c.reason})` : ''}`,
+    ),
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return 0;

@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
+import type { ComponentHealth } from '../health.js';
 
 export interface RequestRow {
   ts: number;
@@ -100,6 +101,10 @@ export class Store {
       this.prune();
       this.pruneTimer = setInterval(() => this.prune(), 3_600_000).unref();
     }
+  }
+
+  health(): ComponentHealth {
+    return { status: 'ok', path: this.path };
   }
 
   recordRequest(row: RequestRow): void {

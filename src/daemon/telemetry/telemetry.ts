@@ -2,6 +2,7 @@
 import { summarize } from '../store/stats.js';
 import type { RequestRow } from '../store/store.js';
 import type { LoadSample } from './load.js';
+import { overallState, type Components } from '../health.js';
 
 export interface TelemetrySources {
   recent: () => RequestRow[];
@@ -10,14 +11,18 @@ export interface TelemetrySources {
   treeBudget: () => number;
   load: () => LoadSample | null;
   uptimeS: () => number;
+  components: () => Components;
 }
 
 /** Summary over the requests finished in the last `windowMs`. */
 export function telemetrySnapshot(src: TelemetrySources, windowMs: number, now = Date.now()): Record<string, unknown> {
   const rows = src.recent().filter((r) => r.ts >= now - windowMs);
   const s = summarize(rows);
+  const components = src.components();
   return {
     ts: now,
+    state: overallState(components).state,
+    components,
     uptime_s: Math.round(src.uptimeS()),
     window_s: Math.round(windowMs / 1000),
     requests: s.requests,

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { BitadConfig } from '../config/schema.js';
 import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
 import type { Reply } from '../protocol/envelope.js';
+import type { ComponentHealth } from '../health.js';
 
 export interface MqttTransportOptions {
   cfg: BitadConfig['mqtt'];
@@ -36,6 +37,12 @@ export class MqttTransport {
 
   get connected(): boolean {
     return this.client?.connected ?? false;
+  }
+
+  health(): ComponentHealth {
+    return this.connected
+      ? { status: 'ok', base: this.base, connects: this.connects }
+      : { status: 'degraded', reason: 'broker disconnected', base: this.base, connects: this.connects };
   }
 
   async start(): Promise<void> {
