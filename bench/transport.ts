@@ -24,7 +24,7 @@ import { SocketClient } from '../src/cli/socket-client.js';
 import { PACKAGE_ROOT } from '../src/daemon/config/load.js';
 import type { FinalReply } from '../src/daemon/protocol/envelope.js';
 import { dist } from '../src/daemon/store/stats.js';
-import { freePort, startMosquitto } from '../src/daemon/testing/mosquitto.js';
+import { freePort, startMosquitto } from '../test/daemon/helpers/mosquitto.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -54,7 +54,7 @@ interface Daemon {
 
 async function startDaemon(dir: string, mqttCfg: Record<string, unknown>): Promise<Daemon> {
   const file = join(dir, `bitad-${randomUUID()}.yaml`);
-  const model = args.model ? { engine: 'onnx', path: resolve(args.model) } : { engine: 'fake', fake: { chunk_delay_ms: 0 } };
+  const model = args.model ? { path: resolve(args.model) } : {};
   const cfg = {
     node_id: 'bench',
     data_dir: join(dir, 'var'),
@@ -65,9 +65,15 @@ async function startDaemon(dir: string, mqttCfg: Record<string, unknown>): Promi
     log: { level: 'info' },
   };
   writeFileSync(file, JSON.stringify(cfg)); // JSON is YAML
-  const entry = args.dist ? [join(PACKAGE_ROOT, 'dist/src/cli/main.js')] : ['--import', 'tsx', join(PACKAGE_ROOT, 'src/cli/main.ts')];
+  // Without --model: `bitad start` with the model-free FakeEngine (a test helper, run through tsx).
+  const entry = !args.model
+    ? ['--import', 'tsx', join(PACKAGE_ROOT, 'test/daemon/helpers/fake-daemon.ts')]
+    : args.dist
+      ? [join(PACKAGE_ROOT, 'dist/src/cli/main.js'), 'start']
+      : ['--import', 'tsx', join(PACKAGE_ROOT, 'src/cli/main.ts'), 'start'];
   const flags = args['node-flags']!.split(' ').filter((f) => f !== '');
-  const child = spawn(process.execPath, [...flags, ...entry, 'start', '--config', file], {
+  const child = spawn(process.execPath, [...flags, ...entry, '--config', file], {
+    env: { ...process.env, FAKE_ENGINE: '{"chunkDelayMs":0}' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let logs = '';

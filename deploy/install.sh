@@ -70,14 +70,15 @@ fi
 [ -n "$SOCKET_USER" ] && usermod -aG bitad "$SOCKET_USER"
 
 # 4. Code and dependencies (root-owned, read-only to the service).
-install -d -m 0755 "$PREFIX"
-rsync -a --delete --exclude .git --exclude node_modules --exclude var --exclude .tap \
-  --exclude models/_build --exclude __pycache__ --exclude dist "$SRC"/ "$PREFIX"/
+# shellcheck source=deploy/copy-code.sh
+. "$SRC/deploy/copy-code.sh"
+copy_code "$SRC" "$PREFIX"
 # onnxruntime-node's postinstall downloads CUDA binaries (fails offline; the CPU build ships inside).
 # Build the compiled dist/ (the unit runs it: about 70 MB less RSS than through tsx), then drop
 # the build-only packages.
 (cd "$PREFIX" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund && npm run -s build && npm prune --omit=dev --no-audit --no-fund)
 chmod 0755 "$PREFIX/bin/bitad.js"
+chown -R root:root "$PREFIX" # npm ran as root; make sure nothing the checkout's owner owns remains
 ln -sf "$PREFIX/bin/bitad.js" /usr/local/bin/bitad
 
 # 5. Config: /etc/bitad/bitad.yaml (kept if present), secrets in bitad.env (root:bitad 0640).

@@ -1,7 +1,8 @@
 /**
  * The daemon: ordered start (store → engine → scheduler → broker → MQTT → socket → telemetry →
  * READY) and the reverse stop, with a drain in between so every accepted request gets its final
- * reply. Config is data passed in; the engine factory is injectable (tests, benchmarks).
+ * reply. Config is data passed in; the engine factory is injectable (tests and the transport
+ * benchmark run a model-free FakeEngine through it: test/daemon/helpers/fake-daemon.ts).
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
@@ -16,7 +17,6 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { Store } from './store/store.js';
 import { LoadMonitor } from './telemetry/load.js';
 import { TelemetryPublisher } from './telemetry/telemetry.js';
-import { FakeEngine } from './testing/fake-engine.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from './transport/broker.js';
 import { MqttTransport } from './transport/mqtt.js';
 import { SocketTransport } from './transport/socket.js';
@@ -29,9 +29,6 @@ export interface ControllerDeps {
 }
 
 export async function createEngine(cfg: BitadConfig): Promise<Engine> {
-  if (cfg.model.engine === 'fake') {
-    return new FakeEngine({ contextLength: cfg.model.fake.context_length, chunkDelayMs: cfg.model.fake.chunk_delay_ms, treeBudget: cfg.model.tree_budget });
-  }
   return loadEngine(cfg.model.path, {
     variant: cfg.model.variant,
     threads: cfg.model.threads,

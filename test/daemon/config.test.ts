@@ -1,8 +1,9 @@
 import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { buildConfig, ConfigError, loadConfig, PACKAGE_ROOT } from '../../src/daemon/config/load.js';
+import { buildConfig, checkFiles, ConfigError, loadConfig, PACKAGE_ROOT } from '../../src/daemon/config/load.js';
 import { envLeaves } from '../../src/daemon/config/env.js';
 import { configSchema } from '../../src/daemon/config/schema.js';
 
@@ -86,4 +87,28 @@ t.test('the documented example config is valid', async (t) => {
 t.test('node_id "fleet" is refused when a shared fleet group is configured', async (t) => {
   t.same(problems(() => buildConfig({ node_id: 'fleet', mqtt: { shared_group: 'g' } }, { env: {} })), ['node_id: "fleet" is reserved when mqtt.shared_group is set']);
   t.equal(buildConfig({ node_id: 'fleet' }, { env: {} }).node_id, 'fleet', 'fine without a group');
+});
+
+t.test('BITAD_SHARED_DATA (the benches\' and toolchain\'s data folder) is not mistaken for a config key', async (t) => {
+  t.same(problems(() => buildConfig({}, { env: { BITAD_SHARED_DATA: '/srv/shared/data' } })), []);
+});
+
+t.test('unreadable TLS files are configuration errors naming the key, checked before the daemon starts', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-tlscfg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'ca.pem'), 'not checked here, only readable');
+  const cfg = (tls: Record<string, unknown>) => buildConfig({ mqtt: { embedded: false, tls } }, { env: {} });
+  t.same(problems(() => checkFiles(cfg({ enabled: true, ca: join(dir, 'ca.pem') }))), [], 'a readable CA passes');
+  t.same(problems(() => checkFiles(cfg({ enabled: false, ca: join(dir, 'missing.pem') }))), [], 'ignored while TLS is off');
+  t.match(problems(() => checkFiles(cfg({ enabled: true, ca: join(dir, 'missing.pem'), key: join(dir, 'nokey.pem') }))), [
+    /^mqtt\.tls\.ca: cannot read .*missing\.pem \(ENOENT/,
+    /^mqtt\.tls\.key: cannot read .*nokey\.pem \(ENOENT/,
+  ]);
+  const run = spawnSync(process.execPath, ['--import', 'tsx', join(PACKAGE_ROOT, 'src/cli/main.ts'), 'start'], {
+    env: { ...process.env, BITAD_MQTT_EMBEDDED: 'false', BITAD_MQTT_TLS_ENABLED: 'true', BITAD_MQTT_TLS_CA: join(dir, 'missing.pem'), BITAD_DATA_DIR: dir },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  t.equal(run.status, 2, 'bitad start exits 2 (configuration error), not 1');
+  t.match(run.stderr, /mqtt\.tls\.ca: cannot read .*missing\.pem/);
 });

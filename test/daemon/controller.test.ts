@@ -11,7 +11,7 @@ import { buildConfig, loadConfig, PACKAGE_ROOT } from '../../src/daemon/config/l
 import { Controller } from '../../src/daemon/controller.js';
 import { SystemdNotifier } from '../../src/daemon/lifecycle/notify.js';
 import type { OkReply } from '../../src/daemon/protocol/envelope.js';
-import { FakeEngine } from '../../src/daemon/testing/fake-engine.js';
+import { FakeEngine } from './helpers/fake-engine.js';
 import { EngineError } from '../../src/engine/types.js';
 import { Store } from '../../src/daemon/store/store.js';
 
@@ -21,8 +21,8 @@ const silent = pino({ level: 'silent' });
 
 t.test('the controller boots from a YAML file, answers over MQTT and the socket, and stops cleanly', async (t) => {
   const file = join(dir, 'e2e.yaml');
-  writeFileSync(file, `node_id: e2e\ndata_dir: ${dir}/e2e\nmodel: { engine: fake }\nmqtt: { port: 0 }\ntelemetry: { interval_s: 1, load_poll_s: 1 }\nstore: { flush_ms: 10, load_sample_s: 1 }\nlog: { level: silent }\n`);
-  const c = new Controller(loadConfig(file, { env: {} }), { log: silent });
+  writeFileSync(file, `node_id: e2e\ndata_dir: ${dir}/e2e\nmqtt: { port: 0 }\ntelemetry: { interval_s: 1, load_poll_s: 1 }\nstore: { flush_ms: 10, load_sample_s: 1 }\nlog: { level: silent }\n`);
+  const c = new Controller(loadConfig(file, { env: {} }), { engineFactory: async () => new FakeEngine(), log: silent });
   await c.start();
   t.equal(c.state, 'online');
   const base = c.mqtt!.base;
@@ -51,7 +51,7 @@ t.test('the controller boots from a YAML file, answers over MQTT and the socket,
 });
 
 t.test('stop drains: queued requests get shutting_down, the running one may finish', async (t) => {
-  const cfg = buildConfig({ data_dir: join(dir, 'drain'), model: { engine: 'fake' }, mqtt: { enabled: false }, telemetry: { enabled: false }, lifecycle: { drain_timeout_ms: 3000 }, log: { level: 'silent' } }, { env: {} });
+  const cfg = buildConfig({ data_dir: join(dir, 'drain'), mqtt: { enabled: false }, telemetry: { enabled: false }, lifecycle: { drain_timeout_ms: 3000 }, log: { level: 'silent' } }, { env: {} });
   const engine = new FakeEngine({ chunkDelayMs: 10 });
   const c = new Controller(cfg, { engineFactory: async () => engine, log: silent });
   await c.start();
@@ -68,7 +68,7 @@ t.test('stop drains: queued requests get shutting_down, the running one may fini
 });
 
 t.test('a generation that outlives the drain deadline ends with shutting_down', async (t) => {
-  const cfg = buildConfig({ data_dir: join(dir, 'drain2'), model: { engine: 'fake' }, mqtt: { enabled: false }, telemetry: { enabled: false }, lifecycle: { drain_timeout_ms: 100 }, log: { level: 'silent' } }, { env: {} });
+  const cfg = buildConfig({ data_dir: join(dir, 'drain2'), mqtt: { enabled: false }, telemetry: { enabled: false }, lifecycle: { drain_timeout_ms: 100 }, log: { level: 'silent' } }, { env: {} });
   const c = new Controller(cfg, { engineFactory: async () => new FakeEngine({ chunkDelayMs: 50 }), log: silent });
   await c.start();
   const s = await SocketClient.connect(cfg.socket.path);
@@ -87,7 +87,7 @@ t.test('systemd gets READY, WATCHDOG only while the engine makes progress, then 
   chmodSync(fake, 0o755);
   const notifier = new SystemdNotifier(silent, { NOTIFY_SOCKET: '/run/fake', WATCHDOG_USEC: '100000' }, fake);
   t.equal(notifier.watchdogMs, 50, 'pings at half the watchdog period');
-  const cfg = buildConfig({ data_dir: join(dir, 'wd'), model: { engine: 'fake' }, mqtt: { enabled: false }, telemetry: { enabled: false }, lifecycle: { engine_stall_ms: 100, drain_timeout_ms: 0 }, log: { level: 'silent' } }, { env: {} });
+  const cfg = buildConfig({ data_dir: join(dir, 'wd'), mqtt: { enabled: false }, telemetry: { enabled: false }, lifecycle: { engine_stall_ms: 100, drain_timeout_ms: 0 }, log: { level: 'silent' } }, { env: {} });
   const engine = new FakeEngine({ chunkDelayMs: 5 });
   const c = new Controller(cfg, { engineFactory: async () => engine, log: silent, notifier });
   await c.start();
@@ -110,7 +110,7 @@ t.test('systemd gets READY, WATCHDOG only while the engine makes progress, then 
 });
 
 t.test('an engine that fails every request stops the watchdog after three model errors', async (t) => {
-  const cfg = buildConfig({ data_dir: join(dir, 'broken'), model: { engine: 'fake' }, mqtt: { enabled: false }, telemetry: { enabled: false }, log: { level: 'silent' } }, { env: {} });
+  const cfg = buildConfig({ data_dir: join(dir, 'broken'), mqtt: { enabled: false }, telemetry: { enabled: false }, log: { level: 'silent' } }, { env: {} });
   const engine = new FakeEngine({ chunkDelayMs: 1 });
   const c = new Controller(cfg, { engineFactory: async () => engine, log: silent });
   await c.start();
@@ -137,7 +137,7 @@ t.test('notifications are off when systemd did not ask for them', async (t) => {
 
 t.test('bitad start runs as a process: ask and status over the socket, stats from SQLite, SIGTERM exits 0', async (t) => {
   const file = join(dir, 'cli.yaml');
-  writeFileSync(file, `node_id: cli\ndata_dir: ${dir}/cli\nmodel: { engine: fake }\nmqtt: { port: 0 }\nstore: { flush_ms: 10 }\ntelemetry: { enabled: false }\n`);
+  writeFileSync(file, `node_id: cli\ndata_dir: ${dir}/cli\nmqtt: { port: 0 }\nstore: { flush_ms: 10 }\ntelemetry: { enabled: false }\n`);
   const run = (args: string[]) =>
     new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
       const p = spawn(process.execPath, ['--import', 'tsx', join(PACKAGE_ROOT, 'src/cli/main.ts'), ...args], { env: { ...process.env, BITAD_CONFIG: file } });
@@ -147,7 +147,8 @@ t.test('bitad start runs as a process: ask and status over the socket, stats fro
       p.stderr.on('data', (d) => (err += d));
       p.on('exit', (code) => resolve({ code, out, err }));
     });
-  const daemon = spawn(process.execPath, ['--import', 'tsx', join(PACKAGE_ROOT, 'src/cli/main.ts'), 'start', '--config', file], { env: { ...process.env } });
+  // `bitad start` with the model-free engine (same start() and signal handling as the CLI's).
+  const daemon = spawn(process.execPath, ['--import', 'tsx', join(PACKAGE_ROOT, 'test/daemon/helpers/fake-daemon.ts'), '--config', file], { env: { ...process.env } });
   let logs = '';
   daemon.stdout.on('data', (d) => (logs += d));
   for (let i = 0; i < 300 && !logs.includes('bitad ready'); i++) await sleep(20);

@@ -1,6 +1,6 @@
 /** `bitad start`: run the daemon until SIGTERM/SIGINT, then drain and exit. */
-import { loadConfig } from '../../daemon/config/load.js';
-import { Controller } from '../../daemon/controller.js';
+import { checkFiles, loadConfig } from '../../daemon/config/load.js';
+import { Controller, type ControllerDeps } from '../../daemon/controller.js';
 
 export const startHelp = `Usage: bitad start [--config <file.yaml>]
 
@@ -9,9 +9,10 @@ opens the Unix socket, logs JSON to stdout. SIGTERM/SIGINT drain in-flight reque
 (lifecycle.drain_timeout_ms) and exit 0. The config file may also come from BITAD_CONFIG; every key
 can be overridden with a BITAD_* variable (see docs/daemon.md).`;
 
-export async function start(configFile: string | undefined): Promise<number> {
-  const cfg = loadConfig(configFile ?? process.env.BITAD_CONFIG, { env: process.env });
-  const controller = new Controller(cfg);
+/** `deps` lets a test launcher run the same process lifecycle with a model-free engine. */
+export async function start(configFile: string | undefined, deps: ControllerDeps = {}): Promise<number> {
+  const cfg = checkFiles(loadConfig(configFile ?? process.env.BITAD_CONFIG, { env: process.env }));
+  const controller = new Controller(cfg, deps);
   let stopping: Promise<void> | null = null;
   let stopped!: () => void;
   const finished = new Promise<void>((r) => (stopped = r));

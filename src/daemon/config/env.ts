@@ -12,8 +12,11 @@ export interface EnvLeaf {
   type: string;
 }
 
-/** Variables that are not config keys but are still ours. */
-export const RESERVED_ENV = new Set(['BITAD_CONFIG']);
+/**
+ * Variables that are not config keys but are still ours: the config file, and the shared data folder
+ * that benchmarks and the Python toolchain read (bench/data.ts, models/bitatool/data.py).
+ */
+export const RESERVED_ENV = new Set(['BITAD_CONFIG', 'BITAD_SHARED_DATA']);
 
 export function envLeaves(schema: Schema, prefix: string[] = []): EnvLeaf[] {
   const out: EnvLeaf[] = [];

@@ -1,5 +1,5 @@
 /** Reads the YAML file, applies BITAD_* overrides, validates and fills defaults, resolves paths. */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -70,6 +70,28 @@ export function buildConfig(input: unknown, opts: BuildOptions = {}): BitadConfi
   }
   // aedes speaks MQTT 3.1.1 only (platform-notes): the embedded broker forces protocol 4.
   if (cfg.mqtt.embedded) cfg.mqtt.protocol_version = 4;
+  return cfg;
+}
+
+/**
+ * Files the daemon will read at start (the MQTT TLS PEM files) must be readable: a missing CA is a
+ * configuration error naming its key (exit 2), not a bare ENOENT from deep inside the MQTT start.
+ * Only `bitad start` calls this: `ask`/`status` share the config but never read these files.
+ */
+export function checkFiles(cfg: BitadConfig): BitadConfig {
+  const tls = cfg.mqtt.tls;
+  if (!cfg.mqtt.enabled || !tls.enabled) return cfg;
+  const problems: string[] = [];
+  for (const key of ['ca', 'cert', 'key'] as const) {
+    const file = tls[key];
+    if (file === undefined) continue;
+    try {
+      accessSync(file, constants.R_OK);
+    } catch (e) {
+      problems.push(`mqtt.tls.${key}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
   return cfg;
 }
 

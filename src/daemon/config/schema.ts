@@ -33,21 +33,11 @@ const { default: _rootDefault, ...root } = obj({
   },
   data_dir: str('var', 'State directory (SQLite file, socket). Relative paths resolve against the package root.'),
   model: obj({
-    engine: {
-      type: 'string',
-      enum: ['onnx', 'fake'],
-      default: 'onnx',
-      description: '"onnx" loads model.path; "fake" is a model-free stand-in for transport tests and benchmarks.',
-    },
     path: str('models/tinystories-bita', 'Model package folder; relative paths resolve against the package root.'),
     variant: str('default'),
     threads: int(0, 0, 64, 'ORT intra-op threads; 0 = chosen from the model size (1 for tiny models, else up to 4).'),
     execution_providers: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, default: ['cpu'] },
     tree_budget: { type: 'integer', minimum: 1, maximum: 1024, description: 'Initial draft-tree row budget (engine default if unset).' },
-    fake: obj({
-      context_length: int(256, 8),
-      chunk_delay_ms: int(2, 0, 10_000),
-    }),
   }),
   mqtt: obj({
     enabled: bool(true),
@@ -112,13 +102,11 @@ export interface BitadConfig {
   node_id: string;
   data_dir: string;
   model: {
-    engine: 'onnx' | 'fake';
     path: string;
     variant: string;
     threads: number;
     execution_providers: string[];
     tree_budget?: number;
-    fake: { context_length: number; chunk_delay_ms: number };
   };
   mqtt: {
     enabled: boolean;

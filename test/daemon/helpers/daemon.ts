@@ -6,7 +6,7 @@ import pino from 'pino';
 import { buildConfig } from '../../../src/daemon/config/load.js';
 import type { BitadConfig } from '../../../src/daemon/config/schema.js';
 import { Controller } from '../../../src/daemon/controller.js';
-import { FakeEngine } from '../../../src/daemon/testing/fake-engine.js';
+import { FakeEngine, type FakeEngineOptions } from './fake-engine.js';
 import type { RequestRow } from '../../../src/daemon/store/store.js';
 
 export interface TestDaemon {
@@ -18,12 +18,11 @@ export interface TestDaemon {
   stop(): Promise<void>;
 }
 
-/** Settings every transport test shares: a small queue and payload limit, a 64-token context. */
+/** Settings every transport test shares: a small queue and payload limit (the FakeEngine has a 64-token context). */
 export function testConfigInput(dir: string, mqtt: Record<string, unknown>): Record<string, unknown> {
   return {
     node_id: 'testnode',
     data_dir: dir,
-    model: { engine: 'fake', fake: { context_length: 64, chunk_delay_ms: 2 } },
     mqtt,
     queue: { capacity: 2 },
     limits: { max_payload_bytes: 4096 },
@@ -34,12 +33,16 @@ export function testConfigInput(dir: string, mqtt: Record<string, unknown>): Rec
   };
 }
 
-export async function startDaemon(mqtt: Record<string, unknown>, extra: (c: Record<string, unknown>) => void = () => undefined): Promise<TestDaemon> {
+export async function startDaemon(
+  mqtt: Record<string, unknown>,
+  extra: (c: Record<string, unknown>) => void = () => undefined,
+  fake: FakeEngineOptions = {},
+): Promise<TestDaemon> {
   const dir = mkdtempSync(join(tmpdir(), 'bitad-test-'));
   const input = testConfigInput(dir, mqtt);
   extra(input);
   const cfg = buildConfig(input, { env: {} });
-  const engine = new FakeEngine({ contextLength: cfg.model.fake.context_length, chunkDelayMs: cfg.model.fake.chunk_delay_ms });
+  const engine = new FakeEngine({ contextLength: 64, chunkDelayMs: 2, ...fake });
   const controller = new Controller(cfg, { engineFactory: async () => engine, log: pino({ level: 'silent' }) });
   try {
     await controller.start();
