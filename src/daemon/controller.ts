@@ -70,7 +70,15 @@ export class Controller {
     const { cfg, log } = this;
     try {
       if (cfg.store.enabled) {
-        this.store = new Store(cfg.store.path, { flushMs: cfg.store.flush_ms, retentionDays: cfg.store.retention_days, maxRows: cfg.store.max_rows });
+        // A store that cannot open its file starts degraded (see store.ts); only a newer schema throws.
+        this.store = new Store(cfg.store.path, {
+          flushMs: cfg.store.flush_ms,
+          retentionDays: cfg.store.retention_days,
+          maxRows: cfg.store.max_rows,
+          maxBufferedRows: cfg.store.max_buffered_rows,
+          synchronous: cfg.store.synchronous,
+          log: log.child({ component: 'store' }),
+        });
       }
       const t0 = performance.now();
       this.engine = await (this.deps.engineFactory ?? createEngine)(cfg);
@@ -135,6 +143,8 @@ export class Controller {
   }
 
   private async teardown(): Promise<void> {
+    // Final replies wait for their row's commit (end of the turn): send them before transports close.
+    this.store?.flush();
     const step = async (name: string, fn: () => unknown) => {
       try {
         await fn();

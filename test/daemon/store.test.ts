@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,6 +10,16 @@ import { Store, type RequestRow } from '../../src/daemon/store/store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bitad-store-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Polls `cond` every 10 ms for up to `ms`; true once it holds. */
+async function waitFor(cond: () => boolean, ms = 3000): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) return false;
+    await sleep(10);
+  }
+  return true;
+}
 
 function row(over: Partial<RequestRow> = {}): RequestRow {
   return {
@@ -37,16 +47,106 @@ t.test('a database from a newer bitad is refused', async (t) => {
   t.throws(() => new Store(p), /newer than this bitad/);
 });
 
-t.test('rows are buffered and written in one batch after flush_ms', async (t) => {
-  const s = new Store(join(dir, 'b.db'), { flushMs: 50 });
+t.test('rows recorded in one event-loop turn are committed together before any of their callbacks runs', async (t) => {
+  const p = join(dir, 'b.db');
+  const s = new Store(p);
   t.teardown(() => s.close());
+  const reader = new Database(p, { readonly: true });
+  t.teardown(() => reader.close());
+  const count = () => (reader.prepare('SELECT count(*) n FROM requests').get() as { n: number }).n;
+  const seenByCallbacks: number[] = [];
+  const done = Promise.all(
+    [0, 1, 2].map((i) => new Promise<void>((resolve) => s.recordRequest(row({ txn: `r${i}` }), () => {
+      seenByCallbacks.push(count());
+      resolve();
+    }))),
+  );
+  t.equal(count(), 0, 'nothing is written inside the turn that records');
+  const settled = await Promise.race([done.then(() => true), sleep(1000).then(() => false)]);
+  t.ok(settled, 'every callback ran');
+  t.same(seenByCallbacks, [3, 3, 3], 'each callback saw all three rows committed');
+  t.match(s.requestsSince(0)[2], { txn: 'r2', ttft_ms: 5, outcome: 'ok', tree_budget: 16 });
+});
+
+t.test('a locked database degrades the store, keeps the rows and writes them once the lock is gone', async (t) => {
+  const p = join(dir, 'locked.db');
+  const s = new Store(p, { flushMs: 20 });
+  t.teardown(() => s.close());
+  const other = new Database(p);
+  other.exec('BEGIN IMMEDIATE');
+  let answered = false;
+  s.recordRequest(row({ txn: 'while-locked' }), () => (answered = true));
+  t.ok(await waitFor(() => s.health().status === 'degraded'), 'the store says degraded');
+  t.match(s.health(), { status: 'degraded', reason: 'locked (SQLITE_BUSY): 1 row waiting, 0 dropped', buffered: 1, dropped: 0 });
+  t.ok(await waitFor(() => answered), 'the callback still runs while the row waits');
+  other.exec('COMMIT');
+  other.close();
+  t.ok(await waitFor(() => s.health().status === 'ok'), 'back to ok once the lock is gone');
+  t.same(s.requestsSince(0).map((r) => r.txn), ['while-locked'], 'the buffered row landed');
+});
+
+t.test('the buffer keeps at most max_buffered_rows: the oldest rows are dropped and counted', async (t) => {
+  const p = join(dir, 'bounded.db');
+  const s = new Store(p, { maxBufferedRows: 3 });
+  t.teardown(() => s.close());
+  const other = new Database(p);
+  other.exec('BEGIN IMMEDIATE');
   for (let i = 0; i < 5; i++) s.recordRequest(row({ txn: `r${i}` }));
-  const reader = new Database(join(dir, 'b.db'), { readonly: true });
-  t.equal((reader.prepare('SELECT count(*) n FROM requests').get() as { n: number }).n, 0, 'nothing written on the hot path');
-  await sleep(120);
-  t.equal((reader.prepare('SELECT count(*) n FROM requests').get() as { n: number }).n, 5, 'written after the flush delay');
-  reader.close();
-  t.match(s.requestsSince(0)[4], { txn: 'r4', ttft_ms: 5, outcome: 'ok', tree_budget: 16 });
+  t.ok(await waitFor(() => s.health().status === 'degraded'), 'the store says degraded');
+  t.match(s.health(), { reason: 'locked (SQLITE_BUSY): 3 rows waiting, 2 dropped', buffered: 3, dropped: 2 });
+  other.exec('COMMIT');
+  other.close();
+  t.ok(await waitFor(() => s.health().status === 'ok'), 'back to ok once the lock is gone');
+  t.same(s.requestsSince(0).map((r) => r.txn), ['r2', 'r3', 'r4'], 'the newest rows were kept');
+  t.match(s.health(), { status: 'ok', buffered: 0, dropped: 2 }, 'drops stay counted after recovery');
+});
+
+t.test('a row SQLite refuses is dropped and counted; the rows beside it are written', async (t) => {
+  const s = new Store(join(dir, 'refused.db'));
+  t.teardown(() => s.close());
+  s.recordRequest(row({ txn: 'before' }));
+  s.recordRequest(row({ txn: 'bad', model: null as unknown as string }));
+  s.recordRequest(row({ txn: 'after' }));
+  s.flush();
+  t.same(s.requestsSince(0).map((r) => r.txn), ['before', 'after']);
+  t.match(s.health(), { status: 'ok', buffered: 0, dropped: 1 });
+});
+
+t.test('a store whose directory cannot be created starts degraded and opens once the path is usable', async (t) => {
+  const blocker = join(dir, 'not-a-dir');
+  writeFileSync(blocker, 'x');
+  let s: Store | undefined;
+  t.doesNotThrow(() => (s = new Store(join(blocker, 'x.db'))), 'the constructor does not throw');
+  t.teardown(() => s?.close());
+  s!.recordRequest(row({ txn: 'early' }));
+  t.ok(await waitFor(() => s!.health().status === 'degraded' && s!.health().buffered === 1), 'degraded with the row waiting');
+  t.equal(s!.health().reason, 'not a directory (EEXIST): 1 row waiting, 0 dropped', 'mkdir met a file where a directory belongs');
+  rmSync(blocker);
+  t.ok(await waitFor(() => s!.health().status === 'ok'), 'opened on a retry');
+  t.same(s!.requestsSince(0).map((r) => r.txn), ['early']);
+});
+
+t.test('the data directory is created 0750 and the database files 0640 whatever the umask', async (t) => {
+  for (const umask of [0o000, 0o077]) {
+    const old = process.umask(umask);
+    const base = join(dir, `perm-${umask.toString(8)}`);
+    let s: Store;
+    try {
+      s = new Store(join(base, 'sub', 'bitad.db'));
+    } finally {
+      process.umask(old);
+    }
+    s.recordRequest(row());
+    s.flush();
+    const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
+    t.same(
+      [base, join(base, 'sub')].map(mode),
+      ['750', '750'],
+      `umask ${umask.toString(8)}: created directories`,
+    );
+    t.same(['', '-wal', '-shm'].map((x) => mode(join(base, 'sub', `bitad.db${x}`))), ['640', '640', '640'], `umask ${umask.toString(8)}: db, wal, shm`);
+    s.close();
+  }
 });
 
 t.test('retention drops rows by age, then the oldest beyond max_rows', async (t) => {

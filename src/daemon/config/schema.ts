@@ -50,6 +50,11 @@ const { default: _rootDefault, ...root } = obj({
     client_id: str(undefined, 'Default: bitad-<node_id>.'),
     base_topic: str('bitad', 'Topics live under <base_topic>/<node_id>.'),
     shared_group: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', description: 'Also serve $share/<group>/<base_topic>/+/request/+ (fleet queue).' },
+    reply_prefixes: {
+      type: 'array',
+      items: { type: 'string', minLength: 1 },
+      description: 'Topics a request may name as its reply route (MQTT 5 Response Topic or reply_to): equal to a prefix or below it. Default: ["<base_topic>/reply/"].',
+    },
     keepalive_s: int(30, 0, 3600),
     session_expiry_s: int(3600, 0, 4294967295, 'MQTT 5 session expiry for the persistent session.'),
     reconnect_ms: int(2000, 100, 600_000),
@@ -77,10 +82,12 @@ const { default: _rootDefault, ...root } = obj({
   store: obj({
     enabled: bool(true),
     path: str(undefined, 'SQLite file; default <data_dir>/bitad.db.'),
-    flush_ms: int(500, 10, 60_000, 'Batched inserts are written at most this long after the request.'),
+    flush_ms: int(500, 10, 60_000, 'Load samples are written at most this long after they are taken (request rows are committed before their final reply).'),
     retention_days: int(30, 1, 3650),
     max_rows: int(1_000_000, 100, 1_000_000_000),
     load_sample_s: int(60, 1, 86_400),
+    max_buffered_rows: int(10_000, 1, 10_000_000, 'Rows kept in memory while the file cannot be written (disk full, locked, ...); beyond it the oldest are dropped and counted.'),
+    synchronous: { type: 'string', enum: ['normal', 'full'], default: 'normal', description: 'WAL synchronous level: normal survives a crash of the process, full also a power cut (one fsync per commit).' },
   }),
   telemetry: obj({
     enabled: bool(true),
@@ -119,6 +126,7 @@ export interface BitadConfig {
     client_id?: string;
     base_topic: string;
     shared_group?: string;
+    reply_prefixes?: string[];
     keepalive_s: number;
     session_expiry_s: number;
     reconnect_ms: number;
@@ -127,7 +135,16 @@ export interface BitadConfig {
   socket: { enabled: boolean; path: string };
   queue: { capacity: number };
   limits: { max_payload_bytes: number; max_tokens: number; default_max_tokens: number; default_deadline_ms: number };
-  store: { enabled: boolean; path: string; flush_ms: number; retention_days: number; max_rows: number; load_sample_s: number };
+  store: {
+    enabled: boolean;
+    path: string;
+    flush_ms: number;
+    retention_days: number;
+    max_rows: number;
+    load_sample_s: number;
+    max_buffered_rows: number;
+    synchronous: 'normal' | 'full';
+  };
   telemetry: { enabled: boolean; interval_s: number; load_poll_s: number };
   lifecycle: { drain_timeout_ms: number; engine_stall_ms: number };
   log: { level: string };

@@ -1,11 +1,21 @@
 /**
- * The latency log: one SQLite file in WAL mode. Rows are buffered and written in one transaction
- * per flush (at most `flushMs` later), so a request never waits on disk.
+ * The latency log: one SQLite file in WAL mode.
+ *
+ * Request rows are committed in one transaction per event-loop turn (group commit), and only then
+ * are their callbacks run, so the caller can send a request's final reply after its row is durable
+ * against a crash of the process. Load samples wait up to `flushMs`.
+ *
+ * The store degrades, it never takes the daemon down: when the file cannot be written (disk full,
+ * read-only, locked, I/O error) or cannot even be opened, rows stay in a bounded in-memory buffer
+ * (the oldest are dropped beyond `maxBufferedRows`, and counted), callbacks still run, the write is
+ * retried with backoff, and `health()` says `degraded` with the reason until a write succeeds.
+ * Nothing is thrown from a timer or from record*().
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { chmodSync, closeSync, fchmodSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join, relative, sep } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
+import { describeFault, isRowFault } from './fault.js';
 import type { ComponentHealth } from '../health.js';
 
 export interface RequestRow {
@@ -42,12 +52,27 @@ export interface LoadSampleRow {
   throttled: number | null;
 }
 
+export interface StoreLog {
+  error(o: object, msg: string): void;
+  warn(o: object, msg: string): void;
+  info(o: object, msg: string): void;
+}
+
 export interface StoreOptions {
+  /** Load samples are written at most this long after they are recorded (request rows at once). */
   flushMs?: number;
   retentionDays?: number;
   maxRows?: number;
+  /** Rows held in memory while the file cannot be written; beyond it the oldest are dropped. */
+  maxBufferedRows?: number;
+  /** WAL `synchronous` level: see "Store" in docs/daemon.md for what each promises and costs. */
+  synchronous?: 'normal' | 'full';
   readonly?: boolean;
+  log?: StoreLog;
 }
+
+/** The file holds a schema this bitad does not know: a start failure, never a degraded store. */
+export class StoreSchemaError extends Error {}
 
 const REQUEST_COLUMNS = [
   'ts', 'transport', 'kind', 'txn', 'model', 'prompt_tokens', 'output_tokens', 'queue_ms', 'ttft_ms', 'tpot_ms',
@@ -56,11 +81,37 @@ const REQUEST_COLUMNS = [
 ] as const;
 const LOAD_COLUMNS = ['ts', 'cpu_load_pct', 'cpu_temp_c', 'gpu_load_pct', 'mem_used_mb', 'rss_mb', 'queue_depth', 'tree_budget', 'throttled'] as const;
 
+
+/**
+ * Default buffer bound. A buffered request row costs ≈0.6 KB of heap (measured with a 34-char
+ * transaction: 10 000 rows = 5.9 MB), so a full disk grows the daemon by at most ≈6 MB.
+ */
+export const DEFAULT_MAX_BUFFERED_ROWS = 10_000;
+/**
+ * Retry backoff while degraded: first retry soon (a lock is usually brief), then doubling up to
+ * 30 s, so a full disk costs one failed transaction (≈0.1 ms) per 30 s and recovery is seen
+ * within 30 s of space returning.
+ */
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 30_000;
+/**
+ * How long a write waits for another process's write lock. better-sqlite3's default (5 s) would
+ * block the event loop, and with it every stream, for 5 s per attempt; a lock held longer than
+ * this degrades the store instead.
+ */
+const BUSY_TIMEOUT_MS = 100;
+const PRUNE_EVERY_MS = 3_600_000;
+/** The data directory and the database files (and their -wal/-shm) are private to the service group. */
+const DIR_MODE = 0o750;
+const FILE_MODE = 0o640;
+
+type Pending = { table: 'requests'; row: RequestRow } | { table: 'load'; row: LoadSampleRow };
+
 /** Applies pending migrations; returns the resulting schema version. */
 export function migrate(db: Database.Database): number {
   const current = db.pragma('user_version', { simple: true }) as number;
   if (current > MIGRATIONS.length) {
-    throw new Error(`database schema version ${current} is newer than this bitad (${MIGRATIONS.length})`);
+    throw new StoreSchemaError(`database schema version ${current} is newer than this bitad (${MIGRATIONS.length})`);
   }
   for (let v = current; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
@@ -72,87 +123,97 @@ export function migrate(db: Database.Database): number {
 }
 
 export class Store {
-  readonly db: Database.Database;
-  private pendingRequests: RequestRow[] = [];
-  private pendingLoad: LoadSampleRow[] = [];
-  private flushTimer: NodeJS.Timeout | null = null;
+  private conn: Database.Database | null = null;
+  private insertRequest: Database.Statement | null = null;
+  private insertLoad: Database.Statement | null = null;
+  /** Rows not yet in the file, oldest first. */
+  private pending: Pending[] = [];
+  /** Callbacks of rows recorded this turn: run after the turn's commit (or failed attempt). */
+  private waiters: (() => void)[] = [];
+  /** Why the last write or open failed; null while the file is being written fine. */
+  private fault: string | null = null;
+  private dropped = 0;
+  private commitScheduled: NodeJS.Immediate | null = null;
+  private loadTimer: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryMs = RETRY_MIN_MS;
   private pruneTimer: NodeJS.Timeout | null = null;
-  private readonly insertRequest: Database.Statement;
-  private readonly insertLoad: Database.Statement;
-  private readonly flushMs: number;
+  private closed = false;
+  private readonly maxBuffered: number;
 
   constructor(readonly path: string, private readonly opts: StoreOptions = {}) {
-    if (!opts.readonly) mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
-    if (!opts.readonly) {
-      this.db.pragma('journal_mode = WAL');
-      // WAL + NORMAL: a power cut may lose the last flushes, never corrupt the file.
-      this.db.pragma('synchronous = NORMAL');
-      migrate(this.db);
+    this.maxBuffered = opts.maxBufferedRows ?? DEFAULT_MAX_BUFFERED_ROWS;
+    if (opts.readonly) {
+      this.conn = new Database(path, { readonly: true, fileMustExist: true });
+      this.prepare(this.conn);
+      return;
     }
-    this.flushMs = opts.flushMs ?? 500;
-    this.insertRequest = this.db.prepare(
-      `INSERT INTO requests (${REQUEST_COLUMNS.join(',')}) VALUES (${REQUEST_COLUMNS.map((c) => '@' + c).join(',')})`,
-    );
-    this.insertLoad = this.db.prepare(
-      `INSERT OR REPLACE INTO load_samples (${LOAD_COLUMNS.join(',')}) VALUES (${LOAD_COLUMNS.map((c) => '@' + c).join(',')})`,
-    );
-    if (!opts.readonly) {
-      this.prune();
-      this.pruneTimer = setInterval(() => this.prune(), 3_600_000).unref();
+    try {
+      this.open();
+    } catch (e) {
+      if (e instanceof StoreSchemaError) throw e;
+      this.failed(e);
     }
+    this.prune();
+    this.pruneTimer = setInterval(() => this.prune(), PRUNE_EVERY_MS).unref();
+  }
+
+  /** The open connection (tests, `bitad stats`); throws while the store could not open its file. */
+  get db(): Database.Database {
+    if (!this.conn) throw new Error(`store ${this.path} is not open: ${this.fault ?? 'closed'}`);
+    return this.conn;
   }
 
   health(): ComponentHealth {
-    return { status: 'ok', path: this.path };
+    const n = this.pending.length;
+    const details = { path: this.path, buffered: n, dropped: this.dropped };
+    if (!this.fault) return { status: 'ok', ...details };
+    return { status: 'degraded', reason: `${this.fault}: ${n} row${n === 1 ? '' : 's'} waiting, ${this.dropped} dropped`, ...details };
   }
 
-  recordRequest(row: RequestRow): void {
-    this.pendingRequests.push(row);
-    this.scheduleFlush();
+  /**
+   * Queues a request row for this turn's commit; `done` runs once the row is committed, or, when
+   * the file cannot be written, once the row is safe in the buffer (never before the attempt).
+   */
+  recordRequest(row: RequestRow, done?: () => void): void {
+    if (done) this.waiters.push(done);
+    this.enqueue({ table: 'requests', row });
+    if (!this.commitScheduled) this.commitScheduled = setImmediate(() => this.commit());
   }
 
   recordLoad(row: LoadSampleRow): void {
-    this.pendingLoad.push(row);
-    this.scheduleFlush();
+    this.enqueue({ table: 'load', row });
+    if (!this.loadTimer && !this.commitScheduled) this.loadTimer = setTimeout(() => this.commit(), this.opts.flushMs ?? 500);
   }
 
-  private scheduleFlush(): void {
-    if (this.pendingRequests.length >= 512) {
-      this.flush();
-      return;
-    }
-    if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flush(), this.flushMs);
-  }
-
-  /** Writes everything buffered in one transaction. */
+  /** Writes everything buffered now (also while degraded), then runs waiting callbacks. */
   flush(): void {
-    if (this.flushTimer) clearTimeout(this.flushTimer);
-    this.flushTimer = null;
-    if (this.pendingRequests.length === 0 && this.pendingLoad.length === 0) return;
-    const reqs = this.pendingRequests;
-    const loads = this.pendingLoad;
-    this.pendingRequests = [];
-    this.pendingLoad = [];
-    this.db.transaction(() => {
-      for (const r of reqs) this.insertRequest.run(r);
-      for (const l of loads) this.insertLoad.run(l);
-    })();
+    this.cancelScheduled();
+    this.write();
+    this.release();
   }
 
-  /** Retention: drop rows older than retentionDays, then the oldest beyond maxRows. */
+  /** Retention: drop rows older than retentionDays, then the oldest beyond maxRows; never throws. */
   prune(now = Date.now()): { requests: number; load: number } {
+    if (!this.conn) return { requests: 0, load: 0 };
     const cutoff = now - (this.opts.retentionDays ?? 30) * 86_400_000;
     const maxRows = this.opts.maxRows ?? 1_000_000;
-    let requests = this.db.prepare('DELETE FROM requests WHERE ts < ?').run(cutoff).changes;
-    requests += this.db
-      .prepare('DELETE FROM requests WHERE id <= (SELECT id FROM requests ORDER BY id DESC LIMIT 1 OFFSET ?)')
-      .run(maxRows).changes;
-    let load = this.db.prepare('DELETE FROM load_samples WHERE ts < ?').run(cutoff).changes;
-    load += this.db
-      .prepare('DELETE FROM load_samples WHERE ts <= (SELECT ts FROM load_samples ORDER BY ts DESC LIMIT 1 OFFSET ?)')
-      .run(maxRows).changes;
-    return { requests, load };
+    const db = this.conn;
+    try {
+      let requests = db.prepare('DELETE FROM requests WHERE ts < ?').run(cutoff).changes;
+      requests += db
+        .prepare('DELETE FROM requests WHERE id <= (SELECT id FROM requests ORDER BY id DESC LIMIT 1 OFFSET ?)')
+        .run(maxRows).changes;
+      let load = db.prepare('DELETE FROM load_samples WHERE ts < ?').run(cutoff).changes;
+      load += db
+        .prepare('DELETE FROM load_samples WHERE ts <= (SELECT ts FROM load_samples ORDER BY ts DESC LIMIT 1 OFFSET ?)')
+        .run(maxRows).changes;
+      return { requests, load };
+    } catch (e) {
+      // Pruning frees nothing until a checkpoint anyway; the next hourly run tries again.
+      this.opts.log?.warn({ err: e }, `store retention skipped: ${describeFault(e)}`);
+      return { requests: 0, load: 0 };
+    }
   }
 
   requestsSince(sinceMs: number): RequestRow[] {
@@ -163,9 +224,176 @@ export class Store {
     return this.db.prepare('SELECT * FROM load_samples WHERE ts >= ? ORDER BY ts').all(sinceMs) as LoadSampleRow[];
   }
 
+  /** Writes what is buffered (one last try), runs waiting callbacks and closes the file. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     if (this.pruneTimer) clearInterval(this.pruneTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     if (!this.opts.readonly) this.flush();
-    this.db.close();
+    if (this.pending.length) this.opts.log?.error({ lost: this.pending.length }, `store closed with rows unwritten: ${this.fault}`);
+    try {
+      this.conn?.close();
+    } catch (e) {
+      this.opts.log?.warn({ err: e }, 'store close failed');
+    }
+    this.conn = null;
+  }
+
+  /** Creates the directory and file with private modes, opens WAL, migrates, prepares inserts. */
+  private open(): Database.Database {
+    createPrivateDirs(dirname(this.path));
+    createPrivateFile(this.path);
+    const db = new Database(this.path, { timeout: BUSY_TIMEOUT_MS });
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma(`synchronous = ${this.opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+      migrate(db);
+      this.prepare(db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    // SQLite gives -wal/-shm the database file's mode; tighten files an older bitad left wider.
+    for (const suffix of ['', '-wal', '-shm']) tryChmod(this.path + suffix, FILE_MODE);
+    this.conn = db;
+    return db;
+  }
+
+  private prepare(db: Database.Database): void {
+    this.insertRequest = db.prepare(
+      `INSERT INTO requests (${REQUEST_COLUMNS.join(',')}) VALUES (${REQUEST_COLUMNS.map((c) => '@' + c).join(',')})`,
+    );
+    this.insertLoad = db.prepare(
+      `INSERT OR REPLACE INTO load_samples (${LOAD_COLUMNS.join(',')}) VALUES (${LOAD_COLUMNS.map((c) => '@' + c).join(',')})`,
+    );
+  }
+
+  private enqueue(p: Pending): void {
+    if (this.closed) {
+      this.dropped++;
+      this.release();
+      return;
+    }
+    this.pending.push(p);
+    const over = this.pending.length - this.maxBuffered;
+    if (over > 0) {
+      this.pending.splice(0, over);
+      this.dropped += over;
+    }
+  }
+
+  /** End of the turn: one transaction for everything recorded, then the callbacks. */
+  private commit(): void {
+    this.cancelScheduled();
+    // While degraded only the retry timer touches the file: a full disk is not hammered per request.
+    if (!this.fault) this.write();
+    this.release();
+  }
+
+  /** One attempt to open (if needed) and write every pending row in one transaction. */
+  private write(): void {
+    try {
+      const db = this.conn ?? this.open();
+      const batch = this.pending;
+      let refused = 0;
+      db.transaction(() => {
+        for (const p of batch) if (!this.insert(p)) refused++;
+      })();
+      this.pending = this.pending.slice(batch.length);
+      if (refused) {
+        this.dropped += refused;
+        this.opts.log?.error({ refused }, 'store refused rows (a bug in bitad); dropped');
+      }
+      this.recovered();
+    } catch (e) {
+      this.failed(e);
+    }
+  }
+
+  /** Inserts one row; false when SQLite refused that row (not the disk), so it is skipped. */
+  private insert(p: Pending): boolean {
+    try {
+      if (p.table === 'requests') this.insertRequest!.run(p.row);
+      else this.insertLoad!.run(p.row);
+      return true;
+    } catch (e) {
+      if (isRowFault(e)) return false;
+      throw e;
+    }
+  }
+
+  private failed(e: unknown): void {
+    const fault = describeFault(e);
+    if (fault !== this.fault) {
+      this.opts.log?.error({ err: e, buffered: this.pending.length }, `store degraded: ${fault}; rows are kept in memory and retried`);
+    }
+    this.fault = fault;
+    if (this.retryTimer || this.closed) return;
+    const wait = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.write();
+    }, wait).unref();
+  }
+
+  private recovered(): void {
+    this.retryMs = RETRY_MIN_MS;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (this.fault === null) return;
+    this.opts.log?.info({ dropped: this.dropped }, `store recovered from: ${this.fault}`);
+    this.fault = null;
+  }
+
+  private release(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const done of waiters) {
+      try {
+        done();
+      } catch (e) {
+        this.opts.log?.error({ err: e }, 'store callback failed');
+      }
+    }
+  }
+
+  private cancelScheduled(): void {
+    if (this.commitScheduled) clearImmediate(this.commitScheduled);
+    if (this.loadTimer) clearTimeout(this.loadTimer);
+    this.commitScheduled = null;
+    this.loadTimer = null;
+  }
+}
+
+/** mkdir -p with DIR_MODE on every directory it creates, whatever the umask; existing ones are left alone. */
+function createPrivateDirs(dir: string): void {
+  const first = mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+  if (first === undefined) return;
+  let p = first;
+  chmodSync(p, DIR_MODE);
+  for (const part of relative(first, dir).split(sep).filter(Boolean)) {
+    p = join(p, part);
+    chmodSync(p, DIR_MODE);
+  }
+}
+
+/** Creates the database file with FILE_MODE (umask-proof) before SQLite would create it 0644. */
+function createPrivateFile(path: string): void {
+  const fd = openSync(path, 'a', FILE_MODE);
+  try {
+    fchmodSync(fd, FILE_MODE);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function tryChmod(path: string, mode: number): void {
+  try {
+    chmodSync(path, mode);
+  } catch {
+    // Absent (no -wal yet) or not ours (a root-owned file): SQLite's own mode rules apply.
   }
 }
