@@ -10,6 +10,7 @@ import { loadEngine } from '../engine/index.js';
 import type { Engine } from '../engine/types.js';
 import type { BitadConfig } from './config/schema.js';
 import { Dispatcher } from './dispatcher.js';
+import { EngineSupervisor } from './engine-supervisor.js';
 import { overallState, type ComponentHealth, type Components } from './health.js';
 import { SystemdNotifier } from './lifecycle/notify.js';
 import { createLogger } from './logger.js';
@@ -43,6 +44,8 @@ export class Controller {
   readonly log: Logger;
   state: State = 'created';
   engine: Engine | null = null;
+  /** The engine's keeper (restarts a dead or hung engine); `engine` is the same object. */
+  supervisor: EngineSupervisor | null = null;
   store: Store | null = null;
   scheduler: Scheduler | null = null;
   dispatcher: Dispatcher | null = null;
@@ -81,7 +84,10 @@ export class Controller {
         });
       }
       const t0 = performance.now();
-      this.engine = await (this.deps.engineFactory ?? createEngine)(cfg);
+      const factory = this.deps.engineFactory ?? createEngine;
+      const supervisor = new EngineSupervisor({ load: () => factory(cfg), log });
+      await supervisor.start();
+      this.engine = this.supervisor = supervisor;
       log.info({ model: this.engine.info(), load_ms: Math.round(performance.now() - t0) }, 'engine loaded');
       this.scheduler = new Scheduler(this.engine, cfg.queue.capacity);
       this.dispatcher = new Dispatcher(this.scheduler, this.store, () => this.engine?.info().model ?? 'none', () => this.health(), log, {
@@ -162,14 +168,24 @@ export class Controller {
     await step('engine', () => this.engine?.close());
   }
 
-  /** WATCHDOG=1 only while the engine answers: a hung generation lets systemd restart us. */
+  /** WATCHDOG=1 only while the engine is alive (engineAlive): a hung or lost engine lets systemd restart us. */
   private startWatchdog(): void {
     const ms = this.notifier.watchdogMs;
     if (!ms) return;
     this.watchdogTimer = setInterval(() => {
-      if (this.scheduler?.responsive(this.cfg.lifecycle.engine_stall_ms)) void this.notifier.watchdog();
-      else this.log.warn('engine not making progress; withholding watchdog ping');
+      if (this.engineAlive()) void this.notifier.watchdog();
+      else this.log.warn({ engine: this.engineHealth() }, 'engine not making progress or down too long; withholding watchdog ping');
     }, ms).unref();
+  }
+
+  /**
+   * The one rule for "the engine can still come back on its own": it makes progress (or idles)
+   * and has not been down (restarting) longer than lifecycle.engine_stall_ms.
+   */
+  engineAlive(): boolean {
+    const stallMs = this.cfg.lifecycle.engine_stall_ms;
+    if ((this.supervisor?.downForMs() ?? 0) >= stallMs) return false;
+    return this.scheduler?.responsive(stallMs) ?? false;
   }
 
   private onLoadSample(s: import('./telemetry/load.js').LoadSample): void {
@@ -215,10 +231,12 @@ export class Controller {
     };
   }
 
-  private engineHealth(): ComponentHealth {
-    if (!this.engine) return { status: 'down', reason: 'not loaded' };
-    if (!this.scheduler?.responsive(this.cfg.lifecycle.engine_stall_ms)) return { status: 'degraded', reason: 'not making progress' };
-    return { status: 'ok' };
+  engineHealth(): ComponentHealth {
+    if (!this.supervisor) return { status: 'down', reason: 'not loaded' };
+    const h = this.supervisor.health();
+    if (h.status !== 'ok') return h;
+    if (!this.scheduler?.responsive(this.cfg.lifecycle.engine_stall_ms)) return { ...h, status: 'degraded', reason: 'not making progress' };
+    return h;
   }
 
   health(): Record<string, unknown> {
@@ -236,7 +254,7 @@ export class Controller {
       bita: m?.bita ?? null,
       tree_budget: m?.treeBudget ?? null,
       queue: { depth: this.scheduler?.depth ?? 0, capacity: this.cfg.queue.capacity, busy: this.scheduler?.busy ?? false },
-      engine_responsive: this.scheduler?.responsive(this.cfg.lifecycle.engine_stall_ms) ?? false,
+      engine_responsive: this.engineAlive(),
       uptime_s: Math.round(this.uptimeS()),
       requests: this.dispatcher?.stats ?? null,
       mqtt: this.mqtt ? { base: this.mqtt.base, connected: this.mqtt.connected } : null,

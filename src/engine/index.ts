@@ -4,6 +4,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import {
   type Engine, type EngineInfo, type GenerateOptions, type GenerateRequest, type GenerateResult,
   EngineError,
@@ -44,19 +45,36 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-class WorkerEngine implements Engine {
+/**
+ * worker.terminate() cannot interrupt a synchronous native call (session.run): close() waits at
+ * most this long for the thread to stop, then leaves it to finish in the background (its pending
+ * calls are already rejected, so nothing waits on it).
+ */
+export const TERMINATE_TIMEOUT_MS = 2000;
+
+/**
+ * close() on a busy worker: time for the cancelled generation to return before terminate. The
+ * worker checks its cancel slot every step (0.5 ms bundled model; tens of ms for 40 M-parameter
+ * models, platform notes).
+ */
+const CANCEL_WAIT_MS = 500;
+
+export class WorkerEngine implements Engine {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private closed = false;
+  private readonly deathListeners: ((reason: string) => void)[] = [];
+  /** Why the engine can no longer generate (closed by us or the worker died); null while usable. */
+  private gone: string | null = null;
 
   constructor(
-    private readonly worker: Worker,
+    /** The engine's thread: supervision tests terminate it to simulate a crash. */
+    readonly worker: Worker,
     private readonly shared: Int32Array,
     private infoValue: EngineInfo,
   ) {
     worker.on('message', (m: FromWorker) => this.onMessage(m));
-    worker.on('error', (e) => this.failAll(new EngineError('model_error', `engine worker failed: ${e.message}`)));
-    worker.on('exit', () => this.failAll(new EngineError('model_error', 'engine worker exited')));
+    worker.on('error', (e) => this.die(`engine worker failed: ${e.message}`));
+    worker.on('exit', (code) => this.die(`engine worker exited (code ${code})`));
   }
 
   info(): EngineInfo {
@@ -67,8 +85,13 @@ class WorkerEngine implements Engine {
     Atomics.store(this.shared, SLOT_BUDGET, Math.max(1, Math.floor(rows)));
   }
 
+  onDeath(listener: (reason: string) => void): void {
+    this.deathListeners.push(listener);
+  }
+
   generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
-    if (this.closed) return Promise.reject(new EngineError('model_error', 'engine is closed'));
+    // A dead or closed worker would never answer: refuse at once instead of posting into the void.
+    if (this.gone !== null) return Promise.reject(new EngineError('model_error', this.gone));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const signal = opts.signal;
@@ -85,10 +108,29 @@ class WorkerEngine implements Engine {
     });
   }
 
+  /**
+   * Stops the worker; bounded even when it is stuck in native code. A generation still running is
+   * cancelled first and given CANCEL_WAIT_MS to return: a terminate() that lands inside
+   * onnxruntime's native run aborts the whole process (Napi::Error → std::terminate, measured).
+   */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.worker.terminate();
+    if (this.gone !== null) return;
+    this.gone = 'engine is closed';
+    if (this.pending.size > 0) {
+      for (const id of this.pending.keys()) Atomics.store(this.shared, SLOT_CANCEL, id);
+      await this.settledOrTimeout(CANCEL_WAIT_MS);
+    }
+    this.failAll(new EngineError('model_error', 'engine is closed'));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((r) => (timer = setTimeout(r, TERMINATE_TIMEOUT_MS).unref()));
+    await Promise.race([this.worker.terminate().then(() => undefined, () => undefined), timeout]);
+    clearTimeout(timer);
+  }
+
+  /** Waits until no call is pending (the worker answered them) or `ms` passed. */
+  private async settledOrTimeout(ms: number): Promise<void> {
+    const end = performance.now() + ms;
+    while (this.pending.size > 0 && performance.now() < end) await new Promise((r) => setTimeout(r, 5));
   }
 
   private onMessage(m: FromWorker): void {
@@ -104,13 +146,21 @@ class WorkerEngine implements Engine {
     }
   }
 
+  /** The worker crashed or exited on its own: fail what waits, refuse what comes, tell the supervisor. */
+  private die(reason: string): void {
+    if (this.gone !== null) return; // closed by us, or already reported
+    this.gone = reason;
+    this.failAll(new EngineError('model_error', reason));
+    for (const l of this.deathListeners) l(reason);
+  }
+
   private failAll(e: EngineError): void {
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
   }
 }
 
-export async function loadEngine(packageDir: string, opts: EngineOptions = {}): Promise<Engine> {
+export async function loadEngine(packageDir: string, opts: EngineOptions = {}): Promise<WorkerEngine> {
   const shared = new SharedArrayBuffer(SHARED_SLOTS * 4);
   const worker = compiled
     ? new Worker(new URL('./worker.js', import.meta.url))

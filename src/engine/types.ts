@@ -92,5 +92,12 @@ export interface Engine {
   generate(req: GenerateRequest, opts?: GenerateOptions): Promise<GenerateResult>;
   /** Row budget for the draft tree (nodes + mask rows); the load-aware controller drives it. */
   setTreeBudget(rows: number): void;
+  /** Bounded: resolves even when a generation is stuck (its call is rejected with model_error). */
   close(): Promise<void>;
+  /**
+   * Registers a listener for the engine dying on its own (worker crash or exit; not close()).
+   * After that every in-flight and later generate() rejects with model_error at once. Absent on
+   * engines that cannot die (in-process ones).
+   */
+  onDeath?(listener: (reason: string) => void): void;
 }

@@ -50,6 +50,9 @@ export type SubmitResult = 'queued' | 'busy' | 'shutting_down';
 
 const MAX_MODEL_ERRORS = 3;
 
+/** After the drain deadline aborts the running job: how long stop waits for the engine to let go. */
+const DRAIN_ABORT_WAIT_MS = 500;
+
 const ENGINE_CODES: Record<string, ErrorCode> = {
   bad_request: 'bad_request',
   prompt_too_long: 'prompt_too_long',
@@ -120,6 +123,11 @@ export class Scheduler {
       job.abortCode = code;
       job.abortMessage = message;
       job.abort.abort(new EngineError('cancelled', message));
+      // Reply now, not when the engine gets round to settling: an engine stuck in native code
+      // may never settle (the supervisor replaces it), and a deadline must always be answered.
+      // The engine slot stays taken until the engine call really ends.
+      const startedAt = job.startedAt ?? performance.now();
+      this.settle(job, { reply: errorReply(job.transaction, code, message), queueMs: startedAt - job.spec.receivedAt, engineMs: performance.now() - startedAt });
       return true;
     }
     return false;
@@ -145,7 +153,9 @@ export class Scheduler {
     const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), deadlineMs).unref());
     if ((await Promise.race([this.runningDone.then(() => 'done' as const), timer])) === 'timeout') {
       this.stop(running, 'shutting_down', 'bitad is shutting down; generation stopped');
-      await this.runningDone;
+      // Its reply is sent; give the engine a moment to stop, but a hung one must not hold the stop
+      // (engine close comes next and is bounded).
+      await Promise.race([this.runningDone, new Promise((r) => setTimeout(r, DRAIN_ABORT_WAIT_MS).unref())]);
     }
   }
 
