@@ -20,6 +20,7 @@ import {
   type RequestKind,
 } from './protocol/envelope.js';
 import type { Job, JobOutcome, Scheduler } from './scheduler/scheduler.js';
+import { requestRow, type RowIdentity } from './outcome.js';
 import type { RequestRow, Store } from './store/store.js';
 
 export type TransportName = 'mqtt' | 'socket';
@@ -55,6 +56,7 @@ const DEDUPE_MAX = 10_000;
 export class Dispatcher {
   private readonly seen = new Map<string, number>(); // dedupe key → expiry (performance.now)
   private readonly owners = new Map<Job, string>(); // job → scope
+  private readonly unanswered = new Map<string, number>(); // scope → final replies waiting for their row's commit
   private closing = false;
   /** Recent finished rows, for telemetry percentiles without touching SQLite. */
   readonly recent: RequestRow[] = [];
@@ -110,7 +112,7 @@ export class Dispatcher {
 
   /** Accepted requests of a scope that have not had their final reply yet. */
   inFlight(scope: string): number {
-    let n = 0;
+    let n = this.unanswered.get(scope) ?? 0;
     for (const [job, owner] of this.owners) if (owner === scope && !job.settled) n++;
     return n;
   }
@@ -179,29 +181,10 @@ export class Dispatcher {
 
   private finished(msg: Inbound, channel: ReplyChannel, kind: string, transaction: string | null, ts: number, o: JobOutcome): void {
     for (const job of this.owners.keys()) if (job.settled) this.owners.delete(job);
-    safeSend(channel, o.reply, this.log);
-    const s = o.stats;
-    const ok = o.reply.status === 'ok';
-    this.record(
-      this.row(msg, kind, transaction, ts, {
-        prompt_tokens: s?.promptTokens ?? null,
-        output_tokens: s?.outputTokens ?? null,
-        queue_ms: o.queueMs,
-        ttft_ms: s && s.outputTokens > 0 ? s.ttftMs : null,
-        tpot_ms: s && s.outputTokens > 1 ? s.tpotMs : null,
-        engine_ms: o.engineMs,
-        total_ms: o.totalMs,
-        tokens_per_s: s ? s.tokensPerS : null,
-        mean_accepted_tokens: s ? s.meanAcceptedTokens : null,
-        tree_budget: o.treeBudget,
-        rows_per_step: s ? s.meanRowsPerStep : null,
-        finish_reason: s ? s.finishReason : null,
-        outcome: ok ? 'ok' : 'error',
-        error_code: ok ? null : (o.reply as { error: { code: string } }).error.code,
-      }),
-    );
+    const row = requestRow(this.who(msg, kind, transaction, ts), o.reply, o);
+    this.answer(msg, channel, o.reply, row);
     this.log.info(
-      { transaction, transport: msg.transport, status: o.reply.status, total_ms: round(o.totalMs), ...(ok ? {} : { code: (o.reply as { error: { code: string } }).error.code }) },
+      { transaction, transport: msg.transport, status: o.reply.status, total_ms: row.total_ms, ...(row.error_code ? { code: row.error_code } : {}) },
       'request finished',
     );
   }
@@ -218,30 +201,37 @@ export class Dispatcher {
   ): void {
     this.stats.rejected++;
     const reply: FinalReply = errorReply(transaction, code, message);
-    safeSend(channel, reply, this.log);
     this.log.info({ transaction, transport: msg.transport, code }, 'request rejected');
-    this.record(this.row(msg, kind, transaction, ts, { total_ms: performance.now() - receivedAt, outcome: 'error', error_code: code }));
+    const never = { queueMs: null, engineMs: null, totalMs: performance.now() - receivedAt, treeBudget: null };
+    this.answer(msg, channel, reply, requestRow(this.who(msg, kind, transaction, ts), reply, never));
   }
 
-  /** A request-log row: the given fields, null for every measurement not given. */
-  private row(msg: Inbound, kind: string | null, txn: string | null, ts: number, fields: Partial<RequestRow> & Pick<RequestRow, 'outcome'>): RequestRow {
-    return {
-      ts, transport: msg.transport, kind, txn, model: this.model(),
-      prompt_tokens: null, output_tokens: null, queue_ms: null, ttft_ms: null, tpot_ms: null, engine_ms: null,
-      total_ms: null, tokens_per_s: null, mean_accepted_tokens: null, tree_budget: null, rows_per_step: null,
-      finish_reason: null, error_code: null,
-      ...fields,
-    };
+  /** Who asked, as the request log records it. */
+  private who(msg: Inbound, kind: string | null, txn: string | null, ts: number): RowIdentity {
+    return { ts, transport: msg.transport, kind, txn, model: this.model() };
   }
 
-  private record(row: RequestRow): void {
+  /**
+   * Every final reply of a logged request goes out here, after its row is committed (the store
+   * commits all rows of one event-loop turn together), so an acknowledged request is never
+   * missing from the log after a crash. A degraded store buffers the row and the reply still goes.
+   */
+  private answer(msg: Inbound, channel: ReplyChannel, reply: FinalReply, row: RequestRow): void {
     this.recent.push(row);
     if (this.recent.length > 1000) this.recent.splice(0, this.recent.length - 1000);
-    try {
-      this.store?.recordRequest(row);
-    } catch (e) {
-      this.log.error({ err: e }, 'store write failed');
+    if (!this.store) {
+      safeSend(channel, reply, this.log);
+      return;
     }
+    // Until the reply is sent the request is still in flight for its scope (a half-closed
+    // socket must not be ended in between).
+    this.unanswered.set(msg.scope, (this.unanswered.get(msg.scope) ?? 0) + 1);
+    this.store.recordRequest(row, () => {
+      const left = (this.unanswered.get(msg.scope) ?? 1) - 1;
+      if (left > 0) this.unanswered.set(msg.scope, left);
+      else this.unanswered.delete(msg.scope);
+      safeSend(channel, reply, this.log);
+    });
   }
 
   private isDuplicate(key: string, now: number): boolean {
@@ -267,8 +257,4 @@ function safeSend(channel: ReplyChannel, reply: Reply, log: Logger): void {
   } catch (e) {
     log.warn({ err: e }, 'reply could not be sent');
   }
-}
-
-function round(x: number): number {
-  return Math.round(x * 100) / 100;
 }

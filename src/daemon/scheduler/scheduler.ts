@@ -6,6 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { EngineError, type Chunk, type Engine, type GenerateRequest, type GenerateStats } from '../../engine/types.js';
 import { errorReply, type ErrorCode, type FinalReply } from '../protocol/envelope.js';
+import { measurements, okReply } from '../outcome.js';
 import { BoundedPriorityQueue } from './queue.js';
 
 export interface JobOutcome {
@@ -192,25 +193,15 @@ export class Scheduler {
         this.settle(job, { reply: errorReply(job.transaction, job.abortCode, job.abortMessage), queueMs: t0 - spec.receivedAt, engineMs, stats: result.stats });
         return;
       }
-      const s = result.stats;
-      const data = {
-        text: result.text,
-        tokens: result.tokens,
-        finish_reason: s.finishReason,
-        stats: {
-          prompt_tokens: s.promptTokens,
-          output_tokens: s.outputTokens,
-          queue_ms: round(t0 - spec.receivedAt),
-          ttft_ms: round(s.ttftMs),
-          tpot_ms: round(s.tpotMs),
-          engine_ms: round(engineMs),
-          total_ms: round(performance.now() - spec.receivedAt),
-          tokens_per_s: round(s.tokensPerS),
-          mean_accepted_tokens: round(s.meanAcceptedTokens),
-          tree_budget: this.engine.info().treeBudget,
-        },
+      // One measurement for the reply and the row (outcome.ts): total_ms on the wire is the row's.
+      const measured = {
+        queueMs: t0 - spec.receivedAt,
+        engineMs,
+        stats: result.stats,
+        totalMs: performance.now() - spec.receivedAt,
+        treeBudget: this.engine.info().treeBudget,
       };
-      this.settle(job, { reply: { transaction: job.transaction, status: 'ok', data }, queueMs: t0 - spec.receivedAt, engineMs, stats: s });
+      this.settle(job, { reply: okReply(job.transaction, result, measurements(measured)), ...measured });
     } catch (e) {
       const engineMs = performance.now() - t0;
       let code: ErrorCode;
@@ -233,14 +224,11 @@ export class Scheduler {
     }
   }
 
-  private settle(job: Job, o: Omit<JobOutcome, 'totalMs' | 'treeBudget'>): void {
+  /** Ends a job with its final reply; totalMs/treeBudget are taken now unless already measured. */
+  private settle(job: Job, o: Omit<JobOutcome, 'totalMs' | 'treeBudget'> & Partial<Pick<JobOutcome, 'totalMs' | 'treeBudget'>>): void {
     if (job.settled) return;
     job.settled = true;
     if (job.timer) clearTimeout(job.timer);
-    job.spec.finish({ ...o, totalMs: performance.now() - job.spec.receivedAt, treeBudget: this.engine.info().treeBudget });
+    job.spec.finish({ totalMs: performance.now() - job.spec.receivedAt, treeBudget: this.engine.info().treeBudget, ...o });
   }
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000;
 }
