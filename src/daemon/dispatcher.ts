@@ -3,6 +3,7 @@
  * → one final reply → store row. MQTT and the Unix socket only frame bytes and route replies; every
  * failure becomes an error reply with a code (nothing throws back into a transport).
  */
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import {
@@ -18,6 +19,7 @@ import {
   type GenerationFields,
   type Reply,
   type RequestKind,
+  type Routing,
 } from './protocol/envelope.js';
 import type { Job, JobOutcome, Scheduler } from './scheduler/scheduler.js';
 import { requestRow, type RowIdentity } from './outcome.js';
@@ -38,8 +40,12 @@ export interface Inbound {
   scope: string;
   /** Remaining MQTT 5 message expiry, in ms. */
   expiryMs?: number;
-  /** Route replies for this request; `routeKey` identifies the reply destination for de-duplication. */
-  route(r: { transaction: string | null; replyTo?: string }): { channel: ReplyChannel; routeKey: string };
+  /**
+   * Route replies for this request; `routeKey` identifies the reply destination for
+   * de-duplication. `refused` names why a requested route was not used: the request is then
+   * answered `bad_request` on the channel given (a safe default).
+   */
+  route(r: Routing): { channel: ReplyChannel; routeKey: string; refused?: string };
 }
 
 export interface DispatcherOptions {
@@ -52,9 +58,10 @@ export interface DispatcherOptions {
 }
 
 const DEDUPE_MAX = 10_000;
+const DEDUPE_TTL_MS = 300_000;
 
 export class Dispatcher {
-  private readonly seen = new Map<string, number>(); // dedupe key → expiry (performance.now)
+  private readonly seen = new Map<string, { until: number; digest: string }>(); // dedupe key → expiry (performance.now), payload digest
   private readonly owners = new Map<Job, string>(); // job → scope
   private readonly unanswered = new Map<string, number>(); // scope → final replies waiting for their row's commit
   private closing = false;
@@ -81,20 +88,20 @@ export class Dispatcher {
     const ts = Date.now();
     const parsed = parsePayload(msg.payload, this.opts.maxPayloadBytes);
     if (!parsed.ok) {
-      const { channel } = msg.route({ transaction: null });
+      const { channel } = msg.route({ transaction: null, badTransaction: false });
       this.reject(msg, channel, null, null, parsed.code, parsed.message, ts, receivedAt);
       return;
     }
     const body = parsed.body;
     const routing = routingFields(body);
-    const { channel, routeKey } = msg.route(routing);
+    const { channel, routeKey, refused } = msg.route(routing);
     const kindName = msg.kind ?? (typeof body.type === 'string' ? body.type : null);
     if (kindName === null || !(REQUEST_KINDS as readonly string[]).includes(kindName)) {
       this.reject(msg, channel, kindName, routing.transaction, 'unknown_request', `unknown request "${kindName ?? ''}"; expected one of ${REQUEST_KINDS.join(', ')}`, ts, receivedAt);
       return;
     }
     const kind = kindName as RequestKind;
-    const problem = validateBody(kind, body);
+    const problem = refused ?? validateBody(kind, body);
     if (problem) {
       this.reject(msg, channel, kind, routing.transaction, 'bad_request', problem, ts, receivedAt);
       return;
@@ -143,9 +150,16 @@ export class Dispatcher {
       return;
     }
     const key = transaction === null ? null : `${msg.scope}\0${routeKey}\0${transaction}`;
-    if (key !== null && this.isDuplicate(key, receivedAt)) {
+    const digest = key === null ? '' : payloadDigest(msg.payload);
+    const seen = key === null ? 'new' : this.isDuplicate(key, digest, receivedAt);
+    if (seen === 'duplicate') {
       this.stats.duplicates++;
       this.log.info({ transaction, transport: msg.transport }, 'duplicate delivery dropped');
+      return;
+    }
+    if (seen === 'reused') {
+      const ttlS = Math.round((this.opts.dedupeTtlMs ?? DEDUPE_TTL_MS) / 1000);
+      this.reject(msg, channel, kind, transaction, 'bad_request', `transaction "${transaction}" was already used for a different request in the last ${ttlS} s; use a new transaction`, ts, receivedAt);
       return;
     }
     const deadlines = [f.deadline_ms, this.opts.defaultDeadlineMs || undefined, msg.expiryMs].filter(
@@ -168,7 +182,7 @@ export class Dispatcher {
       return;
     }
     this.stats.accepted++;
-    if (key !== null) this.remember(key, receivedAt);
+    if (key !== null) this.remember(key, digest, receivedAt);
     this.owners.set(job!, msg.scope);
   }
 
@@ -234,13 +248,19 @@ export class Dispatcher {
     });
   }
 
-  private isDuplicate(key: string, now: number): boolean {
-    const until = this.seen.get(key);
-    return until !== undefined && until > now;
+  /**
+   * A redelivery carries the same bytes (QoS 1 resend, a client's retry) and is dropped silently;
+   * the same transaction on the same route with other bytes is a different request that would
+   * otherwise vanish without a reply (issue 7: a forged request pre-empted the victim's).
+   */
+  private isDuplicate(key: string, digest: string, now: number): 'new' | 'duplicate' | 'reused' {
+    const entry = this.seen.get(key);
+    if (entry === undefined || entry.until <= now) return 'new';
+    return entry.digest === digest ? 'duplicate' : 'reused';
   }
 
-  private remember(key: string, now: number): void {
-    this.seen.set(key, now + (this.opts.dedupeTtlMs ?? 300_000));
+  private remember(key: string, digest: string, now: number): void {
+    this.seen.set(key, { until: now + (this.opts.dedupeTtlMs ?? DEDUPE_TTL_MS), digest });
     if (this.seen.size > DEDUPE_MAX) {
       // Map iterates in insertion order: drop the oldest entries.
       for (const k of this.seen.keys()) {
@@ -249,6 +269,11 @@ export class Dispatcher {
       }
     }
   }
+}
+
+/** SHA-1 of the request bytes: tells a redelivery from a reuse (28 characters per remembered transaction). */
+function payloadDigest(payload: Buffer | string): string {
+  return createHash('sha1').update(payload).digest('base64');
 }
 
 function safeSend(channel: ReplyChannel, reply: Reply, log: Logger): void {

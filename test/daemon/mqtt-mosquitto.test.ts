@@ -61,8 +61,8 @@ for (const version of [5, 4] as const) {
         const got = new Promise<string>((r) => c.on('message', (_t, p) => {
           if (JSON.parse(p.toString()).status) r(p.toString());
         }));
-        await c.subscribeAsync('elsewhere/answers', { qos: 1 });
-        await c.publishAsync(`${d.controller.mqtt!.base}/request/generate`, JSON.stringify({ transaction: 'rt1', prompt: 'hi', max_tokens: 2, reply_to: 'elsewhere/answers' }), { qos: 1 });
+        await c.subscribeAsync('bitad/reply/elsewhere/answers', { qos: 1 });
+        await c.publishAsync(`${d.controller.mqtt!.base}/request/generate`, JSON.stringify({ transaction: 'rt1', prompt: 'hi', max_tokens: 2, reply_to: 'bitad/reply/elsewhere/answers' }), { qos: 1 });
         t.match(JSON.parse(await got), { transaction: 'rt1', status: 'ok' });
         await c.endAsync();
       });

@@ -45,11 +45,12 @@ t.test('an unreachable broker fails the start at once, naming it', async (t) => 
   t.ok(Date.now() - t0 < 3000, 'within 3 s');
 });
 
-t.test('with the deploy/ password file and ACL, the daemon serves the app user, and the app cannot fake state', async (t) => {
+t.test('with the deploy/ password file and ACL, the daemon serves the app user, the app cannot fake state, nor make the daemon write it', async (t) => {
   const passwd = f('passwd');
   writeFileSync(passwd, '');
   execFileSync('mosquitto_passwd', ['-b', passwd, 'bitad', 'daemon-pw']);
   execFileSync('mosquitto_passwd', ['-b', passwd, 'app', 'app-pw']);
+  execFileSync('mosquitto_passwd', ['-b', passwd, 'eve', 'eve-pw']);
   // A copy in the temp dir: mosquitto drops to its own user, which may not see the checkout.
   const acl = f('bitad.acl');
   copyFileSync(join(PACKAGE_ROOT, 'deploy/mosquitto/bitad.acl'), acl);
@@ -63,20 +64,38 @@ t.test('with the deploy/ password file and ACL, the daemon serves the app user, 
   const base = d.controller.mqtt!.base;
   const app = await mqtt.connectAsync({ host: '127.0.0.1', port: broker.port, protocolVersion: 5, username: 'app', password: 'app-pw' });
   t.teardown(() => app.endAsync());
-  const finals: Record<string, unknown>[] = [];
+  // Another user: the ACL's %u pattern gives it its own reply tree, not the app's.
+  const eve = await mqtt.connectAsync({ host: '127.0.0.1', port: broker.port, protocolVersion: 5, username: 'eve', password: 'eve-pw' });
+  t.teardown(() => eve.endAsync());
+  const eveGot: string[] = [];
+  eve.on('message', (topic) => eveGot.push(topic));
+  await eve.subscribeAsync('bitad/reply/app/#', { qos: 1 });
+  const finals: (Record<string, unknown> & { topic: string })[] = [];
   const states: string[] = [];
   app.on('message', (topic, p) => {
     const m = JSON.parse(p.toString());
     if (topic.endsWith('/state')) states.push(m.state);
-    else if (m.status) finals.push(m);
+    else if (m.status) finals.push({ ...m, topic });
   });
-  await app.subscribeAsync(['app/replies', `${base}/state`], { qos: 1 });
+  const final = async (txn: string) => {
+    for (let i = 0; i < 100 && !finals.some((f) => f.transaction === txn); i++) await sleep(20);
+    return finals.find((f) => f.transaction === txn);
+  };
+  await app.subscribeAsync(['bitad/reply/app/replies', `${base}/state`, `${base}/response/#`], { qos: 1 });
   await app.publishAsync(`${base}/request/generate`, JSON.stringify({ transaction: 'acl1', prompt: 'hi', max_tokens: 2 }), {
     qos: 1,
-    properties: { responseTopic: 'app/replies', correlationData: Buffer.from('c1') },
+    properties: { responseTopic: 'bitad/reply/app/replies', correlationData: Buffer.from('c1') },
   });
-  for (let i = 0; i < 100 && finals.length === 0; i++) await sleep(20);
-  t.match(finals[0], { transaction: 'acl1', status: 'ok' }, 'request and reply pass the ACL');
+  t.match(await final('acl1'), { transaction: 'acl1', status: 'ok', topic: 'bitad/reply/app/replies' }, 'request and reply pass the ACL');
+  t.same(eveGot, [], "another user cannot read the app's reply tree");
+  // The ACL refuses the app on <base>/state; naming it as the reply route must not get round that.
+  await app.publishAsync(`${base}/request/generate`, JSON.stringify({ transaction: 'acl2', prompt: 'hi', max_tokens: 2, reply_to: `${base}/state` }), { qos: 1 });
+  t.match(await final('acl2'), { status: 'error', error: { code: 'bad_request' }, topic: `${base}/response/acl2` }, 'reply_to = the state topic is refused, answered on the default topic');
+  await app.publishAsync(`${base}/request/generate`, JSON.stringify({ transaction: 'acl3', prompt: 'hi', max_tokens: 2 }), {
+    qos: 1,
+    properties: { responseTopic: `${base}/state`, correlationData: Buffer.from('c3') },
+  });
+  t.match(await final('acl3'), { status: 'error', error: { code: 'bad_request' }, topic: `${base}/response/acl3` }, 'a Response Topic = the state topic is refused too');
   // MQTT 5 PUBACK reason 0x87 (not authorized): the app may not write the daemon's state.
   await t.rejects(app.publishAsync(`${base}/state`, '{"state":"offline"}', { qos: 1, retain: true }), /Not authorized|135/i);
   await sleep(100);

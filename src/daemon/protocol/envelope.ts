@@ -8,6 +8,7 @@
  */
 import { Ajv } from 'ajv';
 import type { ChatMessage, GenerateRequest } from '../../engine/types.js';
+import { topicProblem, transactionProblem } from '../transport/topics.js';
 
 export type RequestKind = 'generate' | 'chat' | 'cancel' | 'health';
 export const REQUEST_KINDS: readonly RequestKind[] = ['generate', 'chat', 'cancel', 'health'];
@@ -49,10 +50,12 @@ export function errorReply(transaction: string | null, code: ErrorCode, message:
   return { transaction, status: 'error', error: { code, message } };
 }
 
+// transaction and reply_to become (parts of) MQTT topics: their form is checked by
+// transactionProblem / topicProblem (transport/topics.ts) in validateBody, one rule for both.
 const common = {
-  transaction: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[^+#\\u0000]+$' }, // used in reply topics
+  transaction: { type: 'string' },
   type: { type: 'string' }, // socket envelopes name the kind here; checked by the transport
-  reply_to: { type: 'string', minLength: 1, maxLength: 512, pattern: '^[^+#]+$' },
+  reply_to: { type: 'string' },
   deadline_ms: { type: 'integer', minimum: 1, maximum: 86_400_000 },
 } as const;
 
@@ -153,18 +156,44 @@ export function parsePayload(payload: Buffer | string, maxBytes: number): Parsed
   return { ok: true, body: body as Record<string, unknown> };
 }
 
-/** Transaction and reply_to when they are well-formed, so even a rejected request gets its reply routed. */
-export function routingFields(body: Record<string, unknown>): { transaction: string | null; replyTo?: string } {
+export interface Routing {
+  /** The transaction when it is usable as a topic level (else null: replies say null). */
+  transaction: string | null;
+  /** `reply_to` as sent, when it is a string: the transport decides whether it may be used. */
+  replyTo?: string;
+  /** The payload has a transaction that cannot be used (its reply goes to the error topic). */
+  badTransaction: boolean;
+}
+
+/** Transaction and reply_to for routing, so even a rejected request gets its reply routed. */
+export function routingFields(body: Record<string, unknown>): Routing {
   const t = body.transaction;
   const r = body.reply_to;
+  const usable = typeof t === 'string' && transactionProblem(t) === null;
   return {
-    transaction: typeof t === 'string' && t.length > 0 && t.length <= 128 && !/[+#\u0000]/.test(t) ? t : null,
-    replyTo: typeof r === 'string' && r.length > 0 && !/[+#]/.test(r) ? r : undefined,
+    transaction: usable ? t : null,
+    replyTo: typeof r === 'string' ? r : undefined,
+    badTransaction: t !== undefined && !usable,
   };
+}
+
+/** The rules for fields that end up in topics; a readable reason, or null. */
+function topicFieldProblem(body: Record<string, unknown>): string | null {
+  if (typeof body.transaction === 'string') {
+    const p = transactionProblem(body.transaction);
+    if (p) return `transaction ${p}`;
+  }
+  if (typeof body.reply_to === 'string') {
+    const p = topicProblem(body.reply_to);
+    if (p) return `reply_to ${p}`;
+  }
+  return null;
 }
 
 /** Schema check for one kind; returns a readable reason on failure. */
 export function validateBody(kind: RequestKind, body: Record<string, unknown>): string | null {
+  const topicField = topicFieldProblem(body);
+  if (topicField) return topicField;
   const v = validators[kind];
   if (v(body)) return null;
   const e = v.errors![0];

@@ -1,16 +1,20 @@
 /**
  * MQTT transport (mqtt.js): requests on `<base>/request/<kind>`, replies to the MQTT 5 Response
  * Topic with its Correlation Data, else to `reply_to`, else `<prefix>/response/<transaction>`.
+ * Named reply routes must pass TopicPolicy (topics.ts); every publish goes through `send`, which
+ * checks the topic once more and never lets one refused publish cost the connection for good.
  * Retained `<base>/state` (also the Last Will) and `<base>/info` are re-published on every
  * (re)connect. QoS 1 and a persistent session, so requests survive a reconnect.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import type { BitadConfig } from '../config/schema.js';
 import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
-import type { Reply } from '../protocol/envelope.js';
+import { errorReply, parsePayload, routingFields, type Reply, type Routing } from '../protocol/envelope.js';
 import type { ComponentHealth } from '../health.js';
+import { defaultReplyPrefixes, topicProblem, TopicPolicy } from './topics.js';
 
 export interface MqttTransportOptions {
   cfg: BitadConfig['mqtt'];
@@ -23,16 +27,49 @@ export interface MqttTransportOptions {
   connectTimeoutMs?: number;
 }
 
-const REQUEST_TOPIC = /^(.*)\/request\/([^/]+)$/;
+/**
+ * A stored QoS 1 publish that is the oldest unacknowledged one when the connection closes this
+ * many times in a row is dropped. mqtt.js resends its outgoing store one packet at a time after a
+ * reconnect, so a publish the broker answers by disconnecting becomes the oldest on the next
+ * close; a good one gets acknowledged. Three lets a reply survive two ordinary reconnects.
+ */
+const MAX_CLOSES_OUTSTANDING = 3;
+/**
+ * stop() waits this long for the offline state and pending replies to be acknowledged, then ends
+ * the client by force (the broker then publishes the Will). Without a bound, endAsync waits for an
+ * empty outgoing store forever while the broker is gone (issue 7: systemd had to SIGKILL).
+ */
+const STOP_FLUSH_MS = 1000;
+/** Requests whose reply cost the connection, remembered to answer a redelivery without executing it. */
+const POISON_MAX = 1000;
+
+interface Outgoing {
+  topic: string;
+  /** Fingerprint of the request this reply answers. */
+  origin?: string;
+  closes: number;
+  messageId?: number;
+  cb: (err?: Error) => void;
+}
 
 export class MqttTransport {
   readonly base: string;
+  readonly topics: TopicPolicy;
   private client: MqttClient | null = null;
   private subscribed: Promise<void> = Promise.resolve();
+  private readonly outgoing = new Set<Outgoing>();
+  private readonly poisoned = new Set<string>();
   connects = 0;
+  /** Counters for health(): publishes refused by the broker (PUBACK ≥ 0x80), dropped after costing the connection, refused routes, poison redeliveries answered. */
+  readonly stats = { publishes_refused: 0, publishes_dropped: 0, routes_refused: 0, poison_answered: 0 };
 
   constructor(private readonly o: MqttTransportOptions) {
-    this.base = `${o.cfg.base_topic}/${o.nodeId}`;
+    this.topics = new TopicPolicy({
+      baseTopic: o.cfg.base_topic,
+      nodeId: o.nodeId,
+      replyPrefixes: o.cfg.reply_prefixes ?? defaultReplyPrefixes(o.cfg.base_topic),
+    });
+    this.base = this.topics.base;
   }
 
   get connected(): boolean {
@@ -40,14 +77,33 @@ export class MqttTransport {
   }
 
   health(): ComponentHealth {
-    return this.connected
-      ? { status: 'ok', base: this.base, connects: this.connects }
-      : { status: 'degraded', reason: 'broker disconnected', base: this.base, connects: this.connects };
+    const details = { base: this.base, connects: this.connects, ...this.stats };
+    return this.connected ? { status: 'ok', ...details } : { status: 'degraded', reason: 'broker disconnected', ...details };
   }
 
   async start(): Promise<void> {
+    const client = mqtt.connect(this.clientOptions());
+    this.client = client;
+    // PUBACK before the request is handled: mqtt.js acknowledges an incoming QoS 1 message only
+    // after handleMessage, and a rejected request's error reply was written before its PUBACK, so a
+    // reply that cost the connection left the request unacknowledged and the broker redelivered it
+    // from the persistent session on every reconnect and restart (issue 7).
+    client.handleMessage = (packet, done) => {
+      done();
+      this.onMessage(packet);
+    };
+    client.on('connect', (connack) => this.onConnect(connack.sessionPresent));
+    client.on('close', () => this.onClose());
+    client.on('reconnect', () => this.o.log.info('mqtt reconnecting'));
+    client.on('offline', () => this.o.log.warn('mqtt offline'));
+    client.on('error', (e) => this.o.log.error({ err: e }, 'mqtt error'));
+    await this.firstConnect(client);
+    // READY only once the broker has confirmed the subscriptions: no request can slip past.
+    await this.subscribed;
+  }
+
+  private clientOptions(): IClientOptions {
     const { cfg } = this.o;
-    const v5 = cfg.protocol_version === 5;
     const opts: IClientOptions = {
       host: cfg.host,
       port: this.o.port,
@@ -60,8 +116,8 @@ export class MqttTransport {
       keepalive: cfg.keepalive_s,
       reconnectPeriod: cfg.reconnect_ms,
       connectTimeout: this.o.connectTimeoutMs ?? 10_000,
-      will: { topic: `${this.base}/state`, payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true },
-      ...(v5 ? { properties: { sessionExpiryInterval: cfg.session_expiry_s } } : {}),
+      will: { topic: this.topics.own('state'), payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true },
+      ...(cfg.protocol_version === 5 ? { properties: { sessionExpiryInterval: cfg.session_expiry_s } } : {}),
     };
     if (cfg.tls.enabled) {
       if (cfg.tls.ca) opts.ca = readFileSync(cfg.tls.ca);
@@ -69,17 +125,18 @@ export class MqttTransport {
       if (cfg.tls.key) opts.key = readFileSync(cfg.tls.key);
       opts.rejectUnauthorized = cfg.tls.reject_unauthorized;
     }
-    const client = mqtt.connect(opts);
-    this.client = client;
-    client.on('connect', (connack) => this.onConnect(connack.sessionPresent));
-    client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet));
-    client.on('reconnect', () => this.o.log.info('mqtt reconnecting'));
-    client.on('offline', () => this.o.log.warn('mqtt offline'));
-    client.on('error', (e) => this.o.log.error({ err: e }, 'mqtt error'));
-    // Start-up fails fast on the first error (TLS, credentials, refused connection): it is a
-    // configuration or broker problem, and systemd's Restart= retries. After the first connect,
-    // mqtt.js reconnects by itself.
-    await new Promise<void>((resolve, reject) => {
+    return opts;
+  }
+
+  /**
+   * Start-up fails fast on the first error (TLS, credentials, refused connection): it is a
+   * configuration or broker problem, and systemd's Restart= retries. After the first connect,
+   * mqtt.js reconnects by itself.
+   */
+  private firstConnect(client: MqttClient): Promise<void> {
+    const { cfg } = this.o;
+    const timeoutMs = (this.o.connectTimeoutMs ?? 10_000) + 500;
+    return new Promise<void>((resolve, reject) => {
       const fail = (e: Error) => {
         clearTimeout(timer);
         client.off('connect', ok);
@@ -92,12 +149,10 @@ export class MqttTransport {
         client.off('error', fail);
         resolve();
       };
-      const timer = setTimeout(() => fail(new Error(`no CONNACK within ${opts.connectTimeout} ms`)), (opts.connectTimeout ?? 10_000) + 500);
+      const timer = setTimeout(() => fail(new Error(`no CONNACK within ${timeoutMs - 500} ms`)), timeoutMs);
       client.once('connect', ok);
       client.once('error', fail);
     });
-    // READY only once the broker has confirmed the subscriptions: no request can slip past.
-    await this.subscribed;
   }
 
   private onConnect(sessionPresent: boolean): void {
@@ -106,7 +161,7 @@ export class MqttTransport {
     // mqtt.js never sets TCP_NODELAY; with Nagle a QoS 1 round trip on loopback costs 44–88 ms.
     (client.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     const topics = [`${this.base}/request/+`];
-    if (this.o.cfg.shared_group) topics.push(`$share/${this.o.cfg.shared_group}/${this.o.cfg.base_topic}/fleet/request/+`);
+    if (this.o.cfg.shared_group) topics.push(`$share/${this.o.cfg.shared_group}/${this.topics.fleet}/request/+`);
     this.subscribed = new Promise<void>((resolve) =>
       client.subscribe(topics, { qos: 1 }, (err) => {
         if (err) this.o.log.error({ err }, 'mqtt subscribe failed');
@@ -118,58 +173,176 @@ export class MqttTransport {
     this.o.log.info({ base: this.base, sessionPresent, connects: this.connects }, 'mqtt connected');
   }
 
-  private onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void {
-    const m = REQUEST_TOPIC.exec(topic);
+  private onMessage(packet: IPublishPacket): void {
+    const topic = packet.topic.toString();
+    const m = this.topics.requestPrefix(topic);
     if (!m) return;
-    const prefix = m[1];
     const props = packet.properties;
-    const responseTopic = props?.responseTopic;
-    const correlationData = props?.correlationData;
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    const origin = this.fingerprint(topic, payload, props?.responseTopic, props?.correlationData);
+    if (this.poisoned.has(origin)) {
+      this.answerPoison(m.prefix, payload, props?.correlationData, origin);
+      return;
+    }
     this.o.dispatcher.handle({
       transport: 'mqtt',
-      kind: m[2],
+      kind: m.kind,
       payload,
       scope: 'mqtt',
       expiryMs: props?.messageExpiryInterval !== undefined ? props.messageExpiryInterval * 1000 : undefined,
-      route: ({ transaction, replyTo }) => {
-        if (responseTopic) {
-          return {
-            channel: this.channel(responseTopic, correlationData),
-            routeKey: `rt:${responseTopic}:${correlationData?.toString('hex') ?? ''}`,
-          };
-        }
-        const t = replyTo ?? `${prefix}/response/${transaction ?? 'error'}`;
-        return { channel: this.channel(t), routeKey: `t:${t}` };
-      },
+      route: (r) => this.route(m.prefix, r, props?.responseTopic, props?.correlationData, origin),
     });
   }
 
-  private channel(topic: string, correlationData?: Buffer): ReplyChannel {
+  /** Named route (Response Topic, else reply_to) when TopicPolicy allows it, else the default reply topic. */
+  private route(prefix: string, r: Routing, responseTopic: string | undefined, correlationData: Buffer | undefined, origin: string) {
+    const fallback = this.topics.defaultReply(prefix, r.transaction);
+    const named = responseTopic ?? r.replyTo;
+    const problem = named === undefined ? null : this.topics.namedReplyProblem(named);
+    if (named !== undefined && problem === null) {
+      const routeKey = responseTopic !== undefined ? `rt:${responseTopic}:${correlationData?.toString('hex') ?? ''}` : `t:${named}`;
+      return { channel: this.channel(named, correlationData, origin), routeKey };
+    }
+    const channel = this.channel(fallback, correlationData, origin);
+    if (problem !== null || r.badTransaction) {
+      this.stats.routes_refused++;
+      this.o.log.warn({ transaction: r.transaction, route: named === undefined ? undefined : JSON.stringify(named), problem }, 'mqtt reply route refused');
+    }
+    if (problem === null) return { channel, routeKey: `t:${fallback}` };
+    const field = responseTopic !== undefined ? 'Response Topic' : 'reply_to';
+    return { channel, routeKey: `t:${fallback}`, refused: `${field} ${problem}` };
+  }
+
+  private channel(topic: string, correlationData: Buffer | undefined, origin: string): ReplyChannel {
     return {
       send: (reply: Reply) => {
-        this.client?.publish(topic, JSON.stringify(reply), {
-          qos: 1,
-          ...(correlationData ? { properties: { correlationData } } : {}),
-        });
+        this.send(topic, JSON.stringify(reply), { qos: 1, ...(correlationData ? { properties: { correlationData } } : {}) }, origin);
       },
     };
   }
 
-  publish(sub: string, body: unknown, retain = false): void {
+  /** Own topics: `<base>/state`, `info`, `telemetry`. */
+  publish(sub: 'state' | 'info' | 'telemetry', body: unknown, retain = false): void {
     if (!this.client?.connected) return;
-    this.client.publish(`${this.base}/${sub}`, JSON.stringify(body), { qos: 1, retain });
+    this.send(this.topics.own(sub), JSON.stringify(body), { qos: 1, retain });
   }
 
-  /** Publishes the retained offline state (the Will covers crashes) and disconnects. */
+  /** The one place the daemon publishes: the topic is checked, and the publish tracked until acknowledged. */
+  private send(topic: string, payload: string, opts: IClientPublishOptions, origin?: string): void {
+    const client = this.client;
+    if (!client) return;
+    const problem = topicProblem(topic);
+    if (problem) {
+      this.stats.routes_refused++;
+      this.o.log.error({ topic: JSON.stringify(topic), problem }, 'refusing to publish to an invalid topic');
+      return;
+    }
+    const entry: Outgoing = { topic, origin, closes: 0, cb: () => undefined };
+    entry.cb = (err?: Error) => {
+      this.outgoing.delete(entry);
+      if (err) this.onPublishError(entry, err);
+    };
+    this.outgoing.add(entry);
+    client.publish(topic, payload, opts, entry.cb);
+    entry.messageId = this.messageIdOf(client, entry.cb);
+  }
+
+  private onPublishError(entry: Outgoing, err: Error): void {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'number' && code >= 0x80) {
+      // MQTT 5: the broker refused this publish (e.g. 0x87 not authorized) and stays connected.
+      this.stats.publishes_refused++;
+      this.o.log.warn({ topic: entry.topic, reason_code: code, err }, 'broker refused a publish');
+    } else {
+      this.o.log.warn({ topic: entry.topic, err }, 'publish dropped');
+    }
+  }
+
+  /** mqtt.js hands out no message id; find it by our callback while the packet is not yet resent. */
+  private messageIdOf(client: MqttClient, cb: Outgoing['cb']): number | undefined {
+    for (const [id, o] of Object.entries(client.outgoing)) if (o.cb === cb) return Number(id);
+    return undefined;
+  }
+
+  /**
+   * The oldest unacknowledged publish is the one the broker most likely refused by disconnecting;
+   * after MAX_CLOSES_OUTSTANDING closes in a row it is dropped and its request remembered as
+   * poison. Removal waits a tick: mqtt.js tears down its resend stream in its own close handler.
+   */
+  private onClose(): void {
+    const client = this.client;
+    if (!client) return;
+    for (const e of this.outgoing) e.messageId ??= this.messageIdOf(client, e.cb);
+    const oldest = this.outgoing.values().next().value as Outgoing | undefined;
+    if (!oldest) return;
+    oldest.closes++;
+    if (oldest.closes < MAX_CLOSES_OUTSTANDING) return;
+    setImmediate(() => this.drop(client, oldest));
+  }
+
+  private drop(client: MqttClient, entry: Outgoing): void {
+    if (!this.outgoing.has(entry)) return;
+    this.stats.publishes_dropped++;
+    this.o.log.error({ topic: JSON.stringify(entry.topic), closes: entry.closes }, 'dropping a publish that was outstanding across repeated disconnects');
+    if (entry.origin) this.rememberPoison(entry.origin);
+    this.outgoing.delete(entry);
+    if (entry.messageId !== undefined) client.removeOutgoingMessage(entry.messageId);
+  }
+
+  private rememberPoison(origin: string): void {
+    this.poisoned.add(origin);
+    if (this.poisoned.size > POISON_MAX) this.poisoned.delete(this.poisoned.values().next().value as string);
+  }
+
+  /** A redelivered request whose reply cost the connection: an error on the safe default topic, not executed again. */
+  private answerPoison(prefix: string, payload: Buffer, correlationData: Buffer | undefined, origin: string): void {
+    this.stats.poison_answered++;
+    const parsed = parsePayload(payload, Number.MAX_SAFE_INTEGER);
+    const transaction = parsed.ok ? routingFields(parsed.body).transaction : null;
+    const topic = this.topics.defaultReply(prefix, transaction);
+    this.o.log.warn({ transaction, topic }, 'redelivered request whose reply cost the connection: answered, not executed');
+    const reply = errorReply(transaction, 'bad_request', 'the broker refused the reply to this request (it cost the connection); it is not executed again');
+    this.channel(topic, correlationData, origin).send(reply);
+  }
+
+  private fingerprint(topic: string, payload: Buffer, responseTopic?: string, correlationData?: Buffer): string {
+    const h = createHash('sha1').update(topic).update('\0').update(payload).update('\0').update(responseTopic ?? '').update('\0');
+    if (correlationData) h.update(correlationData);
+    return h.digest('base64');
+  }
+
+  /**
+   * Publishes the retained offline state (the Will covers crashes) and disconnects, within
+   * STOP_FLUSH_MS: with the broker gone nothing pending can be delivered, so the client is ended
+   * by force at once.
+   */
   async stop(): Promise<void> {
     const client = this.client;
     if (!client) return;
-    this.client = null;
+    const deadline = Date.now() + STOP_FLUSH_MS;
+    const bounded = (p: Promise<unknown>) => Promise.race([p.then(() => true, () => true), delay(Math.max(0, deadline - Date.now())).then(() => false)]);
     if (client.connected) {
-      await new Promise<void>((resolve) =>
-        client.publish(`${this.base}/state`, '{"state":"offline"}', { qos: 1, retain: true }, () => resolve()),
-      );
+      this.send(this.topics.own('state'), '{"state":"offline"}', { qos: 1, retain: true });
+      await bounded(this.acknowledged());
     }
-    await client.endAsync(false);
+    this.client = null;
+    if (this.outgoing.size > 0) {
+      this.stats.publishes_dropped += this.outgoing.size;
+      this.o.log.warn({ pending: this.outgoing.size, connected: client.connected }, 'stopping with unacknowledged publishes; they are dropped');
+      this.outgoing.clear();
+    }
+    // A clean DISCONNECT when everything was acknowledged; else by force (the broker publishes the Will).
+    // (end(false) waits for an empty outgoing store, so it is only used when that holds.)
+    const clean = client.connected && Object.keys(client.outgoing).length === 0;
+    await bounded(client.endAsync(!clean));
   }
+
+  /** Resolves once every tracked publish has been acknowledged (or failed). */
+  private async acknowledged(): Promise<void> {
+    while (this.outgoing.size > 0) await delay(10);
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }

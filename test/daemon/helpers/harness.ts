@@ -62,9 +62,11 @@ function prepare(body: Record<string, unknown> | string): { payload: string; tra
  * request had no readable transaction).
  */
 export async function mqttHarness(name: string, port: number, base: string, protocolVersion: 4 | 5): Promise<Harness> {
-  const client: MqttClient = await mqtt.connectAsync({ host: '127.0.0.1', port, protocolVersion, clientId: `test-${randomUUID()}`, reconnectPeriod: 0 });
+  const clientId = `test-${randomUUID()}`;
+  const client: MqttClient = await mqtt.connectAsync({ host: '127.0.0.1', port, protocolVersion, clientId, reconnectPeriod: 0 });
   (client.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
-  const replyTopic = `test/${randomUUID()}/reply`;
+  // Inside the daemon's default reply namespace (<base_topic>/reply/, docs/daemon.md "Reply routes").
+  const replyTopic = `${base.split('/')[0]}/reply/${clientId}`;
   const byKey = new Map<string, ReturnType<typeof pending>>();
   let last: ReturnType<typeof pending> | null = null;
   await client.subscribeAsync(protocolVersion === 5 ? replyTopic : `${base}/response/#`, { qos: 1 });

@@ -37,6 +37,8 @@ export interface MosquittoOptions {
   tls?: { ca: string; cert: string; key: string; requireCertificate: boolean };
   /** Authenticated broker: mosquitto_passwd file and topic ACL file (anonymous access off). */
   auth?: { passwordFile: string; aclFile: string };
+  /** mosquitto's max_packet_size (default 1 MiB): a client publishing a larger packet is disconnected. */
+  maxPacketSize?: number;
 }
 
 export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosquitto> {
@@ -47,7 +49,7 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
     ? `cafile ${opts.tls.ca}\ncertfile ${opts.tls.cert}\nkeyfile ${opts.tls.key}\nrequire_certificate ${opts.tls.requireCertificate}\n`
     : '';
   const auth = opts.auth ? `allow_anonymous false\npassword_file ${opts.auth.passwordFile}\nacl_file ${opts.auth.aclFile}\n` : 'allow_anonymous true\n';
-  writeFileSync(conf, `listener ${port} 127.0.0.1\n${tls}${auth}persistence false\nset_tcp_nodelay true\nmax_packet_size 1048576\n`);
+  writeFileSync(conf, `listener ${port} 127.0.0.1\n${tls}${auth}persistence false\nset_tcp_nodelay true\nmax_packet_size ${opts.maxPacketSize ?? 1048576}\n`);
   const child: ChildProcess = spawn(MOSQUITTO, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
