@@ -39,6 +39,15 @@ t.test('a new file is migrated to the latest version in WAL mode', async (t) => 
   again.close();
 });
 
+t.test('store.synchronous sets the WAL sync level: normal by default, full on request', async (t) => {
+  const normal = new Store(join(dir, 'sync-normal.db'));
+  const full = new Store(join(dir, 'sync-full.db'), { synchronous: 'full' });
+  t.equal(normal.db.pragma('synchronous', { simple: true }), 1, 'NORMAL');
+  t.equal(full.db.pragma('synchronous', { simple: true }), 2, 'FULL');
+  normal.close();
+  full.close();
+});
+
 t.test('a database from a newer bitad is refused', async (t) => {
   const p = join(dir, 'future.db');
   const db = new Database(p);
