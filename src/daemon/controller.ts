@@ -107,7 +107,7 @@ export class Controller {
         await this.mqtt.start();
       }
       if (cfg.socket.enabled) {
-        this.socket = new SocketTransport({ path: cfg.socket.path, dispatcher: this.dispatcher, maxLineBytes: cfg.limits.max_payload_bytes, log });
+        this.socket = new SocketTransport({ path: cfg.socket.path, dispatcher: this.dispatcher, maxLineBytes: cfg.limits.max_payload_bytes, maxInFlight: cfg.socket.max_in_flight, log });
         await this.socket.start();
       }
       if (cfg.telemetry.enabled) {
@@ -227,7 +227,7 @@ export class Controller {
       engine: this.engineHealth(),
       store: this.store ? this.store.health() : { status: 'off' },
       mqtt: this.mqtt ? this.mqtt.health() : { status: 'off' },
-      socket: this.socket ? { status: 'ok' } : { status: 'off' },
+      socket: this.socket ? this.socket.health() : { status: 'off' },
     };
   }
 

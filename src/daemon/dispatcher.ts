@@ -40,6 +40,8 @@ export interface Inbound {
   scope: string;
   /** Remaining MQTT 5 message expiry, in ms. */
   expiryMs?: number;
+  /** Generation requests of this scope allowed in flight at once (socket.max_in_flight); over it → busy. */
+  maxInFlight?: number;
   /**
    * Route replies for this request; `routeKey` identifies the reply destination for
    * de-duplication. `refused` names why a requested route was not used: the request is then
@@ -160,6 +162,10 @@ export class Dispatcher {
     if (seen === 'reused') {
       const ttlS = Math.round((this.opts.dedupeTtlMs ?? DEDUPE_TTL_MS) / 1000);
       this.reject(msg, channel, kind, transaction, 'bad_request', `transaction "${transaction}" was already used for a different request in the last ${ttlS} s; use a new transaction`, ts, receivedAt);
+      return;
+    }
+    if (msg.maxInFlight !== undefined && this.inFlight(msg.scope) >= msg.maxInFlight) {
+      this.reject(msg, channel, kind, transaction, 'busy', `${msg.maxInFlight} requests of this connection are already in flight`, ts, receivedAt);
       return;
     }
     const deadlines = [f.deadline_ms, this.opts.defaultDeadlineMs || undefined, msg.expiryMs].filter(

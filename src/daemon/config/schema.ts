@@ -69,6 +69,7 @@ const { default: _rootDefault, ...root } = obj({
   socket: obj({
     enabled: bool(true),
     path: str(undefined, 'Unix socket path; default <data_dir>/bitad.sock.'),
+    max_in_flight: int(8, 1, 10_000, 'Generation requests one connection may have queued or running; more answer busy.'),
   }),
   queue: obj({
     capacity: int(16, 0, 10_000, 'Waiting requests (not counting the running one); a full queue answers busy.'),
@@ -132,7 +133,7 @@ export interface BitadConfig {
     reconnect_ms: number;
     tls: { enabled: boolean; ca?: string; cert?: string; key?: string; reject_unauthorized: boolean };
   };
-  socket: { enabled: boolean; path: string };
+  socket: { enabled: boolean; path: string; max_in_flight: number };
   queue: { capacity: number };
   limits: { max_payload_bytes: number; max_tokens: number; default_max_tokens: number; default_deadline_ms: number };
   store: {
