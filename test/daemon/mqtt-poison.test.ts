@@ -201,3 +201,23 @@ t.test('a publish the broker answers by disconnecting is dropped after three clo
   t.equal(d.controller.mqtt!.connects, connects, 'the connection holds');
   t.match(d.controller.mqtt!.health(), { status: 'ok', publishes_dropped: 1, poison_answered: 1 });
 });
+
+t.test('a reply waiting while the broker is down survives the failed reconnect attempts', async (t) => {
+  const first = await startMosquitto();
+  const port = first.port;
+  let broker = first;
+  t.teardown(() => broker.stop());
+  const d = await startDaemon({ embedded: false, port, protocol_version: 4, client_id: 'bitad-outage', reconnect_ms: 100 });
+  t.teardown(() => d.stop());
+  d.engine.chunkDelayMs = 20;
+  const c = await mqtt.connectAsync({ host: '127.0.0.1', port, protocolVersion: 4, reconnectPeriod: 0 });
+  await c.publishAsync(`${d.controller.mqtt!.base}/request/generate`, req({ transaction: 'outage', max_tokens: 20, stream: false }), { qos: 1 });
+  c.end(true);
+  await first.stop(); // the final reply (~0.4 s later) goes into the offline store
+  await sleep(1000); // ~10 refused reconnect attempts, each a close
+  const connects = d.controller.mqtt!.connects;
+  broker = await startMosquitto({ port });
+  for (let i = 0; i < 300 && d.controller.mqtt!.connects === connects; i++) await sleep(10);
+  t.ok(d.controller.mqtt!.connects > connects, 'reconnected');
+  t.match(d.controller.mqtt!.health(), { status: 'ok', publishes_dropped: 0 }, 'the waiting reply was not dropped');
+});

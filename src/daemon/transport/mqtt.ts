@@ -59,6 +59,8 @@ export class MqttTransport {
   private subscribed: Promise<void> = Promise.resolve();
   private readonly outgoing = new Set<Outgoing>();
   private readonly poisoned = new Set<string>();
+  /** A CONNACK arrived since the last close: only such a close can have been caused by a publish. */
+  private sessionUp = false;
   connects = 0;
   /** Counters for health(): publishes refused by the broker (PUBACK ≥ 0x80), dropped after costing the connection, refused routes, poison redeliveries answered. */
   readonly stats = { publishes_refused: 0, publishes_dropped: 0, routes_refused: 0, poison_answered: 0 };
@@ -93,6 +95,9 @@ export class MqttTransport {
       this.onMessage(packet);
     };
     client.on('connect', (connack) => this.onConnect(connack.sessionPresent));
+    client.on('packetreceive', (p) => {
+      if (p.cmd === 'connack') this.sessionUp = true;
+    });
     client.on('close', () => this.onClose());
     client.on('reconnect', () => this.o.log.info('mqtt reconnecting'));
     client.on('offline', () => this.o.log.warn('mqtt offline'));
@@ -267,11 +272,13 @@ export class MqttTransport {
   /**
    * The oldest unacknowledged publish is the one the broker most likely refused by disconnecting;
    * after MAX_CLOSES_OUTSTANDING closes in a row it is dropped and its request remembered as
-   * poison. Removal waits a tick: mqtt.js tears down its resend stream in its own close handler.
+   * poison. A close without a CONNACK before it (broker unreachable) sent nothing and counts for
+   * nothing. Removal waits a tick: mqtt.js tears down its resend stream in its own close handler.
    */
   private onClose(): void {
     const client = this.client;
-    if (!client) return;
+    if (!client || !this.sessionUp) return;
+    this.sessionUp = false;
     for (const e of this.outgoing) e.messageId ??= this.messageIdOf(client, e.cb);
     const oldest = this.outgoing.values().next().value as Outgoing | undefined;
     if (!oldest) return;

@@ -39,11 +39,13 @@ export interface MosquittoOptions {
   auth?: { passwordFile: string; aclFile: string };
   /** mosquitto's max_packet_size (default 1 MiB): a client publishing a larger packet is disconnected. */
   maxPacketSize?: number;
+  /** Listen on this port (e.g. to restart a broker where clients expect it); default a free one. */
+  port?: number;
 }
 
 export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosquitto> {
   const dir = mkdtempSync(join(tmpdir(), 'bitad-mosq-'));
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const conf = join(dir, 'mosquitto.conf');
   const tls = opts.tls
     ? `cafile ${opts.tls.ca}\ncertfile ${opts.tls.cert}\nkeyfile ${opts.tls.key}\nrequire_certificate ${opts.tls.requireCertificate}\n`
