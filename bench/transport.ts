@@ -124,7 +124,8 @@ async function measure(send: () => Promise<{ e2e: number; final: FinalReply }>) 
 async function mqttRun(port: number, base: string, version: 4 | 5) {
   const client = await mqtt.connectAsync({ host: '127.0.0.1', port, protocolVersion: version, clientId: `bench-${randomUUID()}` });
   (client.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
-  const replyTopic = `bench/${randomUUID()}`;
+  // Inside the daemon's default reply namespace (<base_topic>/reply/; docs/daemon.md "Reply routes").
+  const replyTopic = `${base.split('/')[0]}/reply/bench-${randomUUID()}`;
   let waiting: { key: string; resolve: (f: FinalReply) => void } | null = null;
   client.on('message', (topic, payload, packet) => {
     const key = version === 5 ? packet.properties?.correlationData?.toString() : topic.split('/').pop();
