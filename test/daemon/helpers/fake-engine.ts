@@ -14,7 +14,7 @@ import {
   type GenerateRequest,
   type GenerateResult,
   type FinishReason,
-} from '../../engine/types.js';
+} from '../../../src/engine/types.js';
 
 const WORDS = ['once', 'upon', 'a', 'time', 'there', 'was', 'little', 'girl', 'named', 'Lily', 'she', 'loved', 'to', 'play', 'in', 'the', 'park', 'with', 'her', 'dog', 'one', 'day', 'sun', 'was', 'bright', 'and', 'happy', '.'];
 const EOS = 2;
