@@ -140,3 +140,27 @@ t.test('a client that disconnects with queued requests frees their queue slots a
   b.destroy();
   c.destroy();
 });
+
+t.test('a client that half-closes with several requests in flight is not mistaken for gone: it gets every answer', async (t) => {
+  const d = await startDaemon({ enabled: false }, () => undefined, { chunkDelayMs: 20 }); // the probe runs every 200 ms meanwhile
+  t.teardown(() => d.stop());
+  const sock = await open(d.cfg.socket.path);
+  const r = reader(sock);
+  const ended = new Promise((res) => sock.once('end', res));
+  sock.end(['h1', 'h2', 'h3'].map((txn) => line({ type: 'generate', transaction: txn, prompt: 'once', max_tokens: 30 })).join(''));
+  await ended;
+  t.same(r.finals().map((f) => [f.transaction, f.status]), [['h1', 'ok'], ['h2', 'ok'], ['h3', 'ok']]);
+});
+
+t.test('stop() completes promptly while a client is not reading', async (t) => {
+  const d = await startDaemon({ enabled: false }, (c) => ((c.limits as Record<string, number>).max_tokens = 30_000), { chunkDelayMs: 0, contextLength: 40_000 });
+  const sock = await open(d.cfg.socket.path);
+  sock.pause();
+  sock.write(line({ type: 'generate', transaction: 'big', prompt: 'once', max_tokens: 30_000 }));
+  while (unsent(d) < 64 * 1024) await sleep(5);
+  const t0 = performance.now();
+  await d.stop();
+  const ms = performance.now() - t0;
+  t.ok(ms < 4000, `stopped in ${Math.round(ms)} ms (bound: drain_timeout 2 s, then the unread connection is destroyed after 1 s)`);
+  sock.destroy();
+});
