@@ -59,7 +59,8 @@ t.test('with the deploy/ password file and ACL, the daemon serves the app user, 
   const broker = await startMosquitto({ auth: { passwordFile: passwd, aclFile: acl } });
   t.teardown(() => broker.stop());
   await t.rejects(startDaemon({ embedded: false, port: broker.port, username: 'bitad', password: 'wrong' }), /cannot connect/, 'a wrong password is refused');
-  const d = await startDaemon({ embedded: false, port: broker.port, username: 'bitad', password: 'daemon-pw', protocol_version: 5 });
+  // unwritable/ is in the reply namespace but not in the daemon's ACL: the broker refuses those publishes.
+  const d = await startDaemon({ embedded: false, port: broker.port, username: 'bitad', password: 'daemon-pw', protocol_version: 5, reply_prefixes: ['bitad/reply/', 'unwritable/'] });
   t.teardown(() => d.stop());
   const base = d.controller.mqtt!.base;
   const app = await mqtt.connectAsync({ host: '127.0.0.1', port: broker.port, protocolVersion: 5, username: 'app', password: 'app-pw' });
@@ -96,6 +97,15 @@ t.test('with the deploy/ password file and ACL, the daemon serves the app user, 
     properties: { responseTopic: `${base}/state`, correlationData: Buffer.from('c3') },
   });
   t.match(await final('acl3'), { status: 'error', error: { code: 'bad_request' }, topic: `${base}/response/acl3` }, 'a Response Topic = the state topic is refused too');
+  // A publish the broker refuses (MQTT 5 PUBACK 0x87) is dropped and counted; the daemon stays connected.
+  const connects = d.controller.mqtt!.connects;
+  await app.publishAsync(`${base}/request/generate`, JSON.stringify({ transaction: 'acl4', prompt: 'hi', max_tokens: 2, reply_to: 'unwritable/x' }), { qos: 1 });
+  for (let i = 0; i < 100 && ((d.controller.mqtt!.health().publishes_refused as number) ?? 0) < 3; i++) await sleep(20);
+  await sleep(50); // no more than those three
+  t.equal(d.controller.mqtt!.health().publishes_refused, 3, 'the chunks and the final reply were refused by the broker (0x87), each counted');
+  await app.publishAsync(`${base}/request/generate`, JSON.stringify({ transaction: 'acl5', prompt: 'hi', max_tokens: 2 }), { qos: 1 });
+  t.match(await final('acl5'), { status: 'ok', topic: `${base}/response/acl5` }, 'the next request is answered');
+  t.equal(d.controller.mqtt!.connects, connects, 'the connection held');
   // MQTT 5 PUBACK reason 0x87 (not authorized): the app may not write the daemon's state.
   await t.rejects(app.publishAsync(`${base}/state`, '{"state":"offline"}', { qos: 1, retain: true }), /Not authorized|135/i);
   await sleep(100);
