@@ -49,6 +49,8 @@ interface Outgoing {
   origin?: string;
   closes: number;
   messageId?: number;
+  /** Already counted as dropped (by the close rule or stop()). */
+  dropped?: boolean;
   cb: (err?: Error) => void;
 }
 
@@ -253,13 +255,16 @@ export class MqttTransport {
   }
 
   private onPublishError(entry: Outgoing, err: Error): void {
+    if (entry.dropped) return;
     const code = (err as { code?: unknown }).code;
     if (typeof code === 'number' && code >= 0x80) {
       // MQTT 5: the broker refused this publish (e.g. 0x87 not authorized) and stays connected.
       this.stats.publishes_refused++;
       this.o.log.warn({ topic: entry.topic, reason_code: code, err }, 'broker refused a publish');
     } else {
-      this.o.log.warn({ topic: entry.topic, err }, 'publish dropped');
+      // mqtt.js fails publishes still queued behind its resend when the connection closes.
+      this.stats.publishes_dropped++;
+      this.o.log.warn({ topic: entry.topic, err }, 'publish dropped by the MQTT client');
     }
   }
 
@@ -292,6 +297,7 @@ export class MqttTransport {
     this.stats.publishes_dropped++;
     this.o.log.error({ topic: JSON.stringify(entry.topic), closes: entry.closes }, 'dropping a publish that was outstanding across repeated disconnects');
     if (entry.origin) this.rememberPoison(entry.origin);
+    entry.dropped = true;
     this.outgoing.delete(entry);
     if (entry.messageId !== undefined) client.removeOutgoingMessage(entry.messageId);
   }
@@ -336,6 +342,7 @@ export class MqttTransport {
     if (this.outgoing.size > 0) {
       this.stats.publishes_dropped += this.outgoing.size;
       this.o.log.warn({ pending: this.outgoing.size, connected: client.connected }, 'stopping with unacknowledged publishes; they are dropped');
+      for (const e of this.outgoing) e.dropped = true;
       this.outgoing.clear();
     }
     // A clean DISCONNECT when everything was acknowledged; else by force (the broker publishes the Will).
