@@ -51,7 +51,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 t.test('a request with deadline_ms gets deadline_exceeded on time even when the engine never settles', async (t) => {
   const hanging = new HangingEngine();
-  const { c, client } = await boot('deadline', [hanging, new FakeEngine()]);
+  const { c, client } = await boot('deadline', [hanging, new FakeEngine()], 300);
   t.teardown(async () => {
     client.close();
     await c.stop();
