@@ -2,7 +2,11 @@ import t from 'tap';
 import { conformance } from './helpers/conformance.js';
 import { startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { socketHarness, type Harness } from './helpers/harness.js';
-import { statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { SocketTransport } from '../../src/daemon/transport/socket.js';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -19,6 +23,21 @@ t.teardown(async () => {
 
 t.test('the socket file is created with mode 0660', async (t) => {
   t.equal(statSync(d.cfg.socket.path).mode & 0o777, 0o660);
+});
+
+t.test('the socket directory it creates is 0750 whatever the umask, even with the store off', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-sockdir-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'run/bitad/bitad.sock');
+  const old = process.umask(0o000);
+  const sock = new SocketTransport({ path, dispatcher: d.controller.dispatcher!, maxLineBytes: 4096, maxInFlight: 8, log: pino({ level: 'silent' }) });
+  try {
+    await sock.start();
+  } finally {
+    process.umask(old);
+  }
+  t.teardown(() => sock.stop());
+  t.same([join(dir, 'run'), join(dir, 'run/bitad')].map((p) => (statSync(p).mode & 0o777).toString(8)), ['750', '750']);
 });
 
 conformance(t, 'socket', () => d, () => h);

@@ -7,8 +7,8 @@ import { fmt, table } from '../format.js';
 export const statsHelp = `Usage: bitad stats [--since <30m|24h|7d|ISO date>] [--config <file>] [--db <path>] [--json]
 
 Prints p50/p95/p99 of TTFT, TPOT, total latency and tokens/s of successful requests, and error
-counts by code, from the daemon's SQLite log (default: the last 24 h). Rows are written in batches,
-so the last ~store.flush_ms of requests may be missing. The file is the config's store.path, or
+counts by code, from the daemon's SQLite log (default: the last 24 h). A request's row is committed
+before its final reply is sent (unless the store is degraded: see bitad status). The file is the config's store.path, or
 /var/lib/bitad/bitad.db when bitad runs as the systemd unit.`;
 
 export function stats(db: string, since: string, json: boolean): number {

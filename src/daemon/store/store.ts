@@ -11,12 +11,13 @@
  * retried with backoff, and `health()` says `degraded` with the reason until a write succeeds.
  * Nothing is thrown from a timer or from record*().
  */
-import { chmodSync, closeSync, fchmodSync, mkdirSync, openSync } from 'node:fs';
-import { dirname, join, relative, sep } from 'node:path';
+import { chmodSync, closeSync, fchmodSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
 import { describeFault, isRowFault } from './fault.js';
 import type { ComponentHealth } from '../health.js';
+import { createPrivateDirs } from '../private-dirs.js';
 
 export interface RequestRow {
   ts: number;
@@ -105,8 +106,7 @@ const RETRY_MAX_MS = 30_000;
  */
 const BUSY_TIMEOUT_MS = 100;
 const PRUNE_EVERY_MS = 3_600_000;
-/** The data directory and the database files (and their -wal/-shm) are private to the service group. */
-const DIR_MODE = 0o750;
+/** The database files (and their -wal/-shm) are private to the service group (the data dir: private-dirs.ts). */
 const FILE_MODE = 0o640;
 
 type Pending = { table: 'requests'; row: RequestRow } | { table: 'load'; row: LoadSampleRow };
@@ -369,18 +369,6 @@ export class Store {
     if (this.loadTimer) clearTimeout(this.loadTimer);
     this.commitScheduled = null;
     this.loadTimer = null;
-  }
-}
-
-/** mkdir -p with DIR_MODE on every directory it creates, whatever the umask; existing ones are left alone. */
-function createPrivateDirs(dir: string): void {
-  const first = mkdirSync(dir, { recursive: true, mode: DIR_MODE });
-  if (first === undefined) return;
-  let p = first;
-  chmodSync(p, DIR_MODE);
-  for (const part of relative(first, dir).split(sep).filter(Boolean)) {
-    p = join(p, part);
-    chmodSync(p, DIR_MODE);
   }
 }
 

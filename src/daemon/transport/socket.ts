@@ -5,10 +5,11 @@
  * one that does not read its replies is no longer read from (backpressure) and loses chunk replies
  * past CHUNK_DROP_BYTES; each connection may have socket.max_in_flight generations in flight.
  */
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { createPrivateDirs } from '../private-dirs.js';
 import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
 import type { ComponentHealth } from '../health.js';
 import type { Reply } from '../protocol/envelope.js';
@@ -68,7 +69,7 @@ export class SocketTransport {
   constructor(private readonly o: SocketTransportOptions) {}
 
   async start(): Promise<void> {
-    mkdirSync(dirname(this.o.path), { recursive: true });
+    createPrivateDirs(dirname(this.o.path)); // 0750 like the store's: the socket's group may enter
     await clearStale(this.o.path);
     // allowHalfOpen: a client that closes its sending side (`printf … | nc -U`) still gets its
     // answers; we end the connection once its last request has been answered.
