@@ -259,6 +259,21 @@ export class Controller {
       requests: this.dispatcher?.stats ?? null,
       mqtt: this.mqtt ? { base: this.mqtt.base, connected: this.mqtt.connected } : null,
       load: this.loadMonitor?.latest ?? null,
+      memory: memoryFigures(),
     };
   }
+}
+
+/** This process's memory (MB) and live libuv resources: what bench/soak.ts samples to tell a leak from a plateau. */
+function memoryFigures(): Record<string, number> {
+  const m = process.memoryUsage();
+  const mb = (b: number) => Math.round((b / 2 ** 20) * 10) / 10;
+  return {
+    rss_mb: mb(m.rss),
+    heap_used_mb: mb(m.heapUsed),
+    heap_total_mb: mb(m.heapTotal),
+    external_mb: mb(m.external),
+    array_buffers_mb: mb(m.arrayBuffers),
+    active_resources: process.getActiveResourcesInfo().length,
+  };
 }
