@@ -169,10 +169,12 @@ interface Interval {
   ok: number;
   errors: Record<string, number>;
   lost: number;
+  /** Requests of this interval still waiting for their final reply: its row is printed once none are. */
+  pending: number;
   samples: Sample[];
 }
 
-const newInterval = (): Interval => ({ latency: { mqtt: [], socket: [] }, sent: 0, ok: 0, errors: {}, lost: 0, samples: [] });
+const newInterval = (): Interval => ({ latency: { mqtt: [], socket: [] }, sent: 0, ok: 0, errors: {}, lost: 0, pending: 0, samples: [] });
 
 function rssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -184,12 +186,14 @@ async function fire(iv: Interval, transport: Transport, drivers: { mqtt: MqttDri
   const transaction = `soak-${n}`;
   const body = { transaction, prompt: PROMPTS[n % PROMPTS.length], max_tokens: MAX_TOKENS, stream: true };
   iv.sent++;
+  iv.pending++;
   const t0 = performance.now();
   const reply = transport === 'mqtt' ? drivers.mqtt.request(body) : drivers.socket.request('generate', body);
   let timer: NodeJS.Timeout | undefined;
   const lost = new Promise<null>((r) => (timer = setTimeout(() => r(null), LOST_AFTER_MS)));
   const final = await Promise.race([reply.catch((e: Error) => ({ status: 'error', error: { code: `client: ${e.message}` } }) as unknown as FinalReply), lost]);
   clearTimeout(timer);
+  iv.pending--;
   if (final === null) {
     iv.lost++;
     if (transport === 'mqtt') drivers.mqtt.forget(transaction);
@@ -223,13 +227,17 @@ async function drive(d: Daemon, drivers: { mqtt: MqttDriver; socket: SocketClien
   let n = 0;
   let nextSample = startedAt;
   let nextInterval = startedAt + INTERVAL_MS;
+  let reported = 0;
+  const reportSettled = () => {
+    while (reported < intervals.length - 1 && intervals[reported].pending === 0) report(++reported, intervals[reported - 1]);
+  };
   while (performance.now() < endAt) {
     const now = performance.now();
     if (now >= nextInterval) {
-      report(intervals.length, intervals[intervals.length - 1]);
       intervals.push(newInterval());
       nextInterval += INTERVAL_MS;
     }
+    reportSettled();
     const iv = intervals[intervals.length - 1];
     if (now >= nextSample) {
       nextSample += SAMPLE_MS;
@@ -245,7 +253,9 @@ async function drive(d: Daemon, drivers: { mqtt: MqttDriver; socket: SocketClien
     await sleep(Math.max(1, Math.min(1000 / RATE, nextSample - performance.now())));
   }
   await Promise.all(inflight);
-  report(intervals.length, intervals[intervals.length - 1]);
+  intervals.push(newInterval()); // closes the last one for reportSettled
+  reportSettled();
+  intervals.pop();
   return intervals;
 }
 
