@@ -39,9 +39,13 @@ type State = 'created' | 'ok' | 'restarting' | 'closed';
 
 export class EngineSupervisor implements Engine {
   private current: Engine | null = null;
-  /** Rejects when the current engine is given up, so no call waits on a dead or hung engine. */
-  private currentLost: Promise<never> = new Promise<never>(() => undefined);
-  private loseCurrent: (e: EngineError) => void = () => undefined;
+  /**
+   * One reject per call running on the current engine: when the engine is given up they all fail,
+   * so no call waits on a dead or hung engine. Per call and removed when it ends: racing every call
+   * against one long-lived promise kept each call's result alive until the engine died (the soak
+   * bench's heap grew with every request).
+   */
+  private readonly running = new Set<(e: EngineError) => void>();
   private state: State = 'created';
   private lastInfo: EngineInfo | null = null;
   private treeBudget: number | null = null;
@@ -84,13 +88,23 @@ export class EngineSupervisor implements Engine {
     const engine = this.current ?? (await this.waitForEngine(opts.signal));
     const call = engine.generate(req, opts);
     const stopGuard = this.guardAbort(engine, call, opts.signal);
+    let fail!: (e: EngineError) => void;
+    const lost = new Promise<never>((_, reject) => (fail = reject));
+    this.running.add(fail);
     try {
-      const result = await Promise.race([call, this.currentLost]);
+      const result = await Promise.race([call, lost]);
       this.failures = 0; // this engine works: the next crash restarts after the initial delay again
       return result;
     } finally {
+      this.running.delete(fail);
       stopGuard();
     }
+  }
+
+  /** Fails every call running on the engine being given up. */
+  private failRunning(e: EngineError): void {
+    for (const fail of this.running) fail(e);
+    this.running.clear();
   }
 
   /** Bounded: engines bound their own close (WorkerEngine: TERMINATE_TIMEOUT_MS). */
@@ -101,7 +115,7 @@ export class EngineSupervisor implements Engine {
     this.wakeWaiters();
     const engine = this.current;
     this.current = null;
-    this.loseCurrent(new EngineError('model_error', 'engine is closed'));
+    this.failRunning(new EngineError('model_error', 'engine is closed'));
     await engine?.close();
   }
 
@@ -125,8 +139,6 @@ export class EngineSupervisor implements Engine {
       return;
     }
     this.current = engine;
-    this.currentLost = new Promise<never>((_, reject) => (this.loseCurrent = reject));
-    this.currentLost.catch(() => undefined);
     this.lastInfo = engine.info();
     if (this.treeBudget !== null) engine.setTreeBudget(this.treeBudget);
     engine.onDeath?.((reason) => this.lost(engine, reason));
@@ -139,7 +151,7 @@ export class EngineSupervisor implements Engine {
   private lost(engine: Engine, reason: string): void {
     if (engine !== this.current || this.state === 'closed') return;
     this.current = null;
-    this.loseCurrent(new EngineError('model_error', reason));
+    this.failRunning(new EngineError('model_error', reason));
     void engine.close(); // no-op for a dead worker; frees a hung one (bounded)
     this.downSince = performance.now();
     this.downReason = reason;

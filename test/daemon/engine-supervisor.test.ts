@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { buildConfig } from '../../src/daemon/config/load.js';
 import { Controller } from '../../src/daemon/controller.js';
 import { EngineSupervisor } from '../../src/daemon/engine-supervisor.js';
@@ -97,4 +99,21 @@ t.test('the watchdog is withheld once the engine has been down longer than engin
   await sleep(300);
   t.equal(pings(), from, 'no WATCHDOG=1 while the engine stays down');
   t.match(c.health(), { state: 'degraded', engine_responsive: false, components: { engine: { status: 'down', reason: /restart failed: package missing/ } } });
+});
+
+t.test('finished calls are not kept alive by the supervisor (no per-request retention)', async (t) => {
+  // The soak bench saw the heap grow with every request: each call raced the engine's long-lived
+  // "lost" promise, which kept a reaction, and through it the call's result, until the engine died.
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const sup = new EngineSupervisor({ log: silent, load: async () => new FakeEngine({ chunkDelayMs: 0 }) });
+  await sup.start();
+  t.teardown(() => sup.close());
+  const refs: WeakRef<object>[] = [];
+  for (let i = 0; i < 50; i++) refs.push(new WeakRef(await sup.generate({ prompt: 'once upon', maxTokens: 2 })));
+  await sleep(10);
+  gc();
+  await sleep(10);
+  gc();
+  t.equal(refs.filter((r) => r.deref() !== undefined).length, 0, 'every result was collected');
 });
