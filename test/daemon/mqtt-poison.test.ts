@@ -221,3 +221,15 @@ t.test('a reply waiting while the broker is down survives the failed reconnect a
   t.ok(d.controller.mqtt!.connects > connects, 'reconnected');
   t.match(d.controller.mqtt!.health(), { status: 'ok', publishes_dropped: 0 }, 'the waiting reply was not dropped');
 });
+
+t.test('a request on <base>/request/ with an empty kind is answered unknown_request, not left without a reply', async (t) => {
+  const d = await startDaemon({ embedded: false, port: broker.port, protocol_version: 5, client_id: 'bitad-poison-empty-kind' });
+  t.teardown(() => d.stop());
+  const w = await watcher(broker.port, 5);
+  t.teardown(() => w.c.endAsync());
+  const base = d.controller.mqtt!.base;
+  await w.c.publishAsync(`${base}/request/`, req({ transaction: 'empty-kind' }), { qos: 1 });
+  const f = await w.final('empty-kind', 2000);
+  t.match(f.body, { status: 'error', error: { code: 'unknown_request' } });
+  t.equal(f.topic, `${base}/response/empty-kind`);
+});

@@ -116,12 +116,16 @@ export class TopicPolicy {
     return `${this.base}/${sub}`;
   }
 
-  /** The request prefix (`<base>` or the fleet's) of a request topic, or null when it is not ours. */
+  /**
+   * The request prefix (`<base>` or the fleet's) of a request topic, or null when it is not ours.
+   * The subscription `request/+` also matches an empty level: that kind is '' and is answered
+   * `unknown_request` like any other unknown kind, never left without a reply.
+   */
   requestPrefix(topic: string): { prefix: string; kind: string } | null {
     for (const prefix of [this.base, this.fleet]) {
       if (!topic.startsWith(`${prefix}/request/`)) continue;
       const kind = topic.slice(prefix.length + '/request/'.length);
-      if (kind.length > 0 && !kind.includes('/')) return { prefix, kind };
+      if (!kind.includes('/')) return { prefix, kind };
     }
     return null;
   }
