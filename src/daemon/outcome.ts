@@ -22,20 +22,11 @@ export interface Measured {
 }
 
 /** The measurement fields shared by the wire and the row (snake_case, as on both). */
-export interface Measurements {
-  prompt_tokens: number | null;
-  output_tokens: number | null;
-  queue_ms: number | null;
-  ttft_ms: number | null;
-  tpot_ms: number | null;
-  engine_ms: number | null;
-  total_ms: number | null;
-  tokens_per_s: number | null;
-  mean_accepted_tokens: number | null;
-  tree_budget: number | null;
-  rows_per_step: number | null;
-  finish_reason: string | null;
-}
+export type Measurements = Pick<
+  RequestRow,
+  | 'prompt_tokens' | 'output_tokens' | 'queue_ms' | 'ttft_ms' | 'tpot_ms' | 'engine_ms' | 'total_ms' | 'tokens_per_s'
+  | 'mean_accepted_tokens' | 'tree_budget' | 'rows_per_step' | 'finish_reason'
+>;
 
 /** The documented `data.stats` keys of an ok final reply (docs/daemon.md "Envelopes"). */
 const WIRE_STATS = [
