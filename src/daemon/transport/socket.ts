@@ -59,12 +59,163 @@ const PROBE_MS = 200;
 /** Request lines taken from one connection per event-loop turn (see yieldTurn). */
 const LINES_PER_TURN = 32;
 
+/** What a connection needs from its transport: the dispatcher, limits and shared counters. */
+interface ConnectionContext {
+  o: SocketTransportOptions;
+  clients: Set<Socket>;
+  counters: { droppedChunks: number; pausedClients: number };
+}
+
+/**
+ * One client connection: splits lines (bounded), hands them to the dispatcher, writes replies with
+ * backpressure, and notices when the client is gone (its jobs are then cancelled).
+ */
+class Connection {
+  private buf = '';
+  private discarding = false; // inside an over-long line: skip to its newline
+  private clientDone = false; // end of input: no more requests will come
+  private paused = false; // reading stopped until the client takes its replies
+  private yielding = false; // LINES_PER_TURN taken: the rest waits for the next turn
+  private probe: NodeJS.Timeout | null = null;
+  private readonly channel: ReplyChannel = { send: (reply) => this.send(reply) };
+
+  constructor(
+    private readonly sock: Socket,
+    private readonly scope: string,
+    private readonly ctx: ConnectionContext,
+  ) {
+    ctx.clients.add(sock);
+    sock.setEncoding('utf8');
+    sock.on('data', (data: string) => {
+      this.buf += data;
+      this.takeLines();
+    });
+    sock.on('end', () => this.onEnd());
+    sock.on('error', () => undefined); // a reset is the same as a close for us
+    sock.on('close', () => this.onClose());
+  }
+
+  private inFlight(): number {
+    return this.ctx.o.dispatcher.inFlight(this.scope);
+  }
+
+  private send(reply: Reply): void {
+    const { sock } = this;
+    if (sock.destroyed || !sock.writable) return;
+    const final = 'status' in reply;
+    if (!final && sock.writableLength > CHUNK_DROP_BYTES) {
+      this.ctx.counters.droppedChunks++;
+      return;
+    }
+    if (!sock.write(JSON.stringify(reply) + '\n')) this.pauseReading();
+    if (final) this.endIfIdle();
+  }
+
+  private handle(payload: string): void {
+    const route = () => ({ channel: this.channel, routeKey: this.scope });
+    this.ctx.o.dispatcher.handle({ transport: 'socket', kind: null, payload, scope: this.scope, route, maxInFlight: this.ctx.o.maxInFlight });
+  }
+
+  /**
+   * Lines are taken only while the client reads its replies: a client that never reads stops
+   * being read at the write high-water mark, so it cannot make us queue replies without bound.
+   */
+  private takeLines(): void {
+    let nl: number;
+    let taken = 0;
+    while (!this.paused && !this.yielding && (nl = this.buf.indexOf('\n')) >= 0) {
+      if (taken++ === LINES_PER_TURN) {
+        this.yieldTurn();
+        return;
+      }
+      const line = this.buf.slice(0, nl);
+      this.buf = this.buf.slice(nl + 1);
+      if (this.discarding) {
+        this.discarding = false;
+        continue;
+      }
+      if (line.trim() !== '') this.handle(line);
+    }
+    if (!this.buf.includes('\n')) this.boundLine();
+  }
+
+  /** Answers an over-long line now rather than buffering it without bound; the rest of it is dropped. */
+  private boundLine(): void {
+    if (!this.discarding && Buffer.byteLength(this.buf) > this.ctx.o.maxLineBytes) {
+      this.handle(this.buf);
+      this.buf = '';
+      this.discarding = true;
+    } else if (this.discarding) {
+      this.buf = '';
+    }
+  }
+
+  private pauseReading(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.ctx.counters.pausedClients++;
+    this.sock.pause();
+    this.sock.once('drain', () => {
+      this.paused = false;
+      this.ctx.counters.pausedClients--;
+      this.continueReading();
+    });
+  }
+
+  private continueReading(): void {
+    if (this.paused || this.yielding || this.sock.destroyed) return;
+    this.sock.resume();
+    this.takeLines();
+    this.endIfIdle();
+  }
+
+  /**
+   * Replies may be sent a turn later (the dispatcher answers once the store row is committed), so
+   * write backpressure alone would not stop a burst of lines: take LINES_PER_TURN, then let their
+   * replies go out (and pause us if the client is not reading) before taking more.
+   */
+  private yieldTurn(): void {
+    this.yielding = true;
+    this.sock.pause();
+    setImmediate(() => {
+      this.yielding = false;
+      this.continueReading();
+    });
+  }
+
+  private endIfIdle(): void {
+    if (!this.clientDone || this.paused || this.yielding || this.buf.includes('\n') || this.inFlight() > 0 || this.sock.destroyed) return;
+    if (this.probe) clearInterval(this.probe);
+    this.sock.end();
+  }
+
+  /** A full close shows as EPIPE on a zero-byte write; the 'error' and 'close' handlers cancel. */
+  private checkStillThere(): void {
+    if (!this.sock.destroyed) this.sock.write('', (err) => err && this.sock.destroy());
+  }
+
+  private onEnd(): void {
+    this.clientDone = true;
+    this.endIfIdle();
+    if (this.sock.destroyed || this.sock.writableEnded) return;
+    this.checkStillThere();
+    this.probe = setInterval(() => this.checkStillThere(), PROBE_MS).unref();
+  }
+
+  private onClose(): void {
+    if (this.probe) clearInterval(this.probe);
+    if (this.paused) this.ctx.counters.pausedClients--;
+    this.ctx.clients.delete(this.sock);
+    const n = this.ctx.o.dispatcher.cancelScope(this.scope, 'client disconnected');
+    if (n > 0) this.ctx.o.log.info({ scope: this.scope, cancelled: n }, 'socket client gone; its requests cancelled');
+  }
+}
+
 export class SocketTransport {
   private server: Server | null = null;
   private readonly clients = new Set<Socket>();
   private nextId = 0;
-  private droppedChunks = 0;
-  private pausedClients = 0;
+  private readonly counters = { droppedChunks: 0, pausedClients: 0 };
 
   constructor(private readonly o: SocketTransportOptions) {}
 
@@ -73,7 +224,7 @@ export class SocketTransport {
     await clearStale(this.o.path);
     // allowHalfOpen: a client that closes its sending side (`printf … | nc -U`) still gets its
     // answers; we end the connection once its last request has been answered.
-    const server = createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
+    const server = createServer({ allowHalfOpen: true }, (sock) => new Connection(sock, `socket:${++this.nextId}`, { o: this.o, clients: this.clients, counters: this.counters }));
     // umask during bind so the file never exists with wider permissions than 0660.
     const old = process.umask(0o117);
     try {
@@ -96,120 +247,7 @@ export class SocketTransport {
     if (!this.server) return { status: 'down', reason: 'not listening' };
     let unsent = 0;
     for (const c of this.clients) unsent += c.writableLength;
-    return { status: 'ok', clients: this.clients.size, clients_not_reading: this.pausedClients, unsent_bytes: unsent, dropped_chunks: this.droppedChunks };
-  }
-
-  private onConnection(sock: Socket): void {
-    const scope = `socket:${++this.nextId}`;
-    this.clients.add(sock);
-    const inFlight = () => this.o.dispatcher.inFlight(scope);
-    let buf = '';
-    let discarding = false; // inside an over-long line: skip to its newline
-    let clientDone = false; // end of input: no more requests will come
-    let paused = false; // reading stopped until the client takes its replies
-    let yielding = false; // LINES_PER_TURN taken: the rest waits for the next turn
-    let probe: NodeJS.Timeout | null = null;
-
-    const endIfIdle = () => {
-      if (!clientDone || paused || yielding || buf.includes('\n') || inFlight() > 0 || sock.destroyed) return;
-      if (probe) clearInterval(probe);
-      sock.end();
-    };
-    // A full close shows as EPIPE on a zero-byte write; the 'error' and 'close' handlers cancel.
-    const checkStillThere = () => {
-      if (!sock.destroyed) sock.write('', (err) => err && sock.destroy());
-    };
-    const pauseReading = () => {
-      if (paused) return;
-      paused = true;
-      this.pausedClients++;
-      sock.pause();
-      sock.once('drain', () => {
-        paused = false;
-        this.pausedClients--;
-        continueReading();
-      });
-    };
-    const continueReading = () => {
-      if (paused || yielding || sock.destroyed) return;
-      sock.resume();
-      takeLines();
-      endIfIdle();
-    };
-    // Replies may be sent a turn later (the dispatcher answers once the store row is committed),
-    // so write backpressure alone would not stop a burst of lines: take LINES_PER_TURN, then let
-    // their replies go out (and pause us if the client is not reading) before taking more.
-    const yieldTurn = () => {
-      yielding = true;
-      sock.pause();
-      setImmediate(() => {
-        yielding = false;
-        continueReading();
-      });
-    };
-    const channel: ReplyChannel = {
-      send: (reply: Reply) => {
-        if (sock.destroyed || !sock.writable) return;
-        const final = 'status' in reply;
-        if (!final && sock.writableLength > CHUNK_DROP_BYTES) {
-          this.droppedChunks++;
-          return;
-        }
-        if (!sock.write(JSON.stringify(reply) + '\n')) pauseReading();
-        if (final) endIfIdle();
-      },
-    };
-    const route = () => ({ channel, routeKey: scope });
-    const handle = (payload: string) =>
-      this.o.dispatcher.handle({ transport: 'socket', kind: null, payload, scope, route, maxInFlight: this.o.maxInFlight });
-    // Lines are taken only while the client reads its replies: a client that never reads stops
-    // being read at the write high-water mark, so it cannot make us queue replies without bound.
-    const takeLines = () => {
-      let nl: number;
-      let taken = 0;
-      while (!paused && !yielding && (nl = buf.indexOf('\n')) >= 0) {
-        if (taken++ === LINES_PER_TURN) {
-          yieldTurn();
-          return;
-        }
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (discarding) {
-          discarding = false;
-          continue;
-        }
-        if (line.trim() !== '') handle(line);
-      }
-      if (buf.includes('\n')) return;
-      if (!discarding && Buffer.byteLength(buf) > this.o.maxLineBytes) {
-        // Answer now rather than buffering an unbounded line; the rest of it is dropped.
-        handle(buf);
-        buf = '';
-        discarding = true;
-      } else if (discarding) {
-        buf = '';
-      }
-    };
-    sock.setEncoding('utf8');
-    sock.on('data', (data: string) => {
-      buf += data;
-      takeLines();
-    });
-    sock.on('end', () => {
-      clientDone = true;
-      endIfIdle();
-      if (sock.destroyed || sock.writableEnded) return;
-      checkStillThere();
-      probe = setInterval(checkStillThere, PROBE_MS).unref();
-    });
-    sock.on('error', () => undefined); // a reset is the same as a close for us
-    sock.on('close', () => {
-      if (probe) clearInterval(probe);
-      if (paused) this.pausedClients--;
-      this.clients.delete(sock);
-      const n = this.o.dispatcher.cancelScope(scope, 'client disconnected');
-      if (n > 0) this.o.log.info({ scope, cancelled: n }, 'socket client gone; its requests cancelled');
-    });
+    return { status: 'ok', clients: this.clients.size, clients_not_reading: this.counters.pausedClients, unsent_bytes: unsent, dropped_chunks: this.counters.droppedChunks };
   }
 
   async stop(): Promise<void> {
