@@ -265,14 +265,22 @@ export class Dispatcher {
     return entry.digest === digest ? 'duplicate' : 'reused';
   }
 
+  /** Transactions remembered for de-duplication right now. */
+  get remembered(): number {
+    return this.seen.size;
+  }
+
+  /**
+   * Every entry lives the same TTL and is (re)inserted at the end, so the expired ones are at the
+   * front: they are dropped as new ones come, and the memory follows the request rate (at 10 req/s
+   * ≈ 3 000 entries) instead of filling up to DEDUPE_MAX and staying there.
+   */
   private remember(key: string, digest: string, now: number): void {
+    this.seen.delete(key);
     this.seen.set(key, { until: now + (this.opts.dedupeTtlMs ?? DEDUPE_TTL_MS), digest });
-    if (this.seen.size > DEDUPE_MAX) {
-      // Map iterates in insertion order: drop the oldest entries.
-      for (const k of this.seen.keys()) {
-        this.seen.delete(k);
-        if (this.seen.size <= DEDUPE_MAX * 0.9) break;
-      }
+    for (const [k, entry] of this.seen) {
+      if (entry.until > now && this.seen.size <= DEDUPE_MAX) break;
+      this.seen.delete(k); // expired, or the oldest beyond the cap
     }
   }
 }
