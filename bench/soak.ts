@@ -228,8 +228,9 @@ async function drive(d: Daemon, drivers: { mqtt: MqttDriver; socket: SocketClien
   let nextSample = startedAt;
   let nextInterval = startedAt + INTERVAL_MS;
   let reported = 0;
-  const reportSettled = () => {
-    while (reported < intervals.length - 1 && intervals[reported].pending === 0) report(++reported, intervals[reported - 1]);
+  /** Prints, in order, the first `closed` intervals once none of their requests is still waiting. */
+  const reportSettled = (closed: number) => {
+    while (reported < closed && intervals[reported].pending === 0) report(++reported, intervals[reported - 1]);
   };
   while (performance.now() < endAt) {
     const now = performance.now();
@@ -237,7 +238,7 @@ async function drive(d: Daemon, drivers: { mqtt: MqttDriver; socket: SocketClien
       intervals.push(newInterval());
       nextInterval += INTERVAL_MS;
     }
-    reportSettled();
+    reportSettled(intervals.length - 1); // the last one is still open
     const iv = intervals[intervals.length - 1];
     if (now >= nextSample) {
       nextSample += SAMPLE_MS;
@@ -253,9 +254,7 @@ async function drive(d: Daemon, drivers: { mqtt: MqttDriver; socket: SocketClien
     await sleep(Math.max(1, Math.min(1000 / RATE, nextSample - performance.now())));
   }
   await Promise.all(inflight);
-  intervals.push(newInterval()); // closes the last one for reportSettled
-  reportSettled();
-  intervals.pop();
+  reportSettled(intervals.length);
   return intervals;
 }
 
