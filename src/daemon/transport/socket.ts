@@ -78,6 +78,7 @@ class Connection {
   private yielding = false; // LINES_PER_TURN taken: the rest waits for the next turn
   private probe: NodeJS.Timeout | null = null;
   private readonly channel: ReplyChannel = { send: (reply) => this.send(reply) };
+  private readonly route = () => ({ channel: this.channel, routeKey: this.scope });
 
   constructor(
     private readonly sock: Socket,
@@ -112,8 +113,7 @@ class Connection {
   }
 
   private handle(payload: string): void {
-    const route = () => ({ channel: this.channel, routeKey: this.scope });
-    this.ctx.o.dispatcher.handle({ transport: 'socket', kind: null, payload, scope: this.scope, route, maxInFlight: this.ctx.o.maxInFlight });
+    this.ctx.o.dispatcher.handle({ transport: 'socket', kind: null, payload, scope: this.scope, route: this.route, maxInFlight: this.ctx.o.maxInFlight });
   }
 
   /**
