@@ -84,6 +84,8 @@ export interface StepResult {
   draftedContext: number;
   /** True when no further token fits in maxPositions: step() would throw. */
   contextFull: boolean;
+  /** Rows of Decoder.gainCurve this step measured (0 = none; see measureGainNextStep). */
+  gainRows: number;
 }
 
 const EMA_ALPHA = 0.05;
@@ -134,6 +136,15 @@ export class Decoder {
   private contextAltRate: number;
   private groupGain: number;
   private steps = 0; // tree steps since the estimates were reset
+  /** The greedy requests' learned rates while a sampled request runs on the defaults (see start). */
+  private greedyRates: { contextRate: number; contextAltRate: number; groupGain: number; steps: number } | null = null;
+  private readonly curveTree: DraftTree;
+  private wantCurve = false;
+  /**
+   * gainCurve[r] = expected committed tokens per step of the best tree with r rows (1..maxRows;
+   * gainCurve[1] = 1), from the builder's own scores; filled on steps after measureGainNextStep().
+   */
+  readonly gainCurve: Float64Array;
 
   constructor(
     private readonly model: TreeModel,
@@ -180,6 +191,8 @@ export class Decoder {
     for (let i = 0; i < this.maxQ; i++) this.commitRows[i] = i;
     this.bias = new Float32Array(this.maxQ * (model.maxPositions + this.maxQ));
     this.tree = new DraftTree(o.maxRows);
+    this.curveTree = new DraftTree(o.maxRows);
+    this.gainCurve = new Float64Array(o.maxRows + 1);
     this.builder = new TreeBuilder(o.maxRows, o.maxContextChains * o.maxContextDraft);
     this.masks = new MaskDrafts(this.M, o.maskTopK);
     this.context = new ContextDrafts(o.maxContextChains, o.maxContextDraft);
@@ -203,6 +216,7 @@ export class Decoder {
       draftedMask: 0,
       draftedContext: 0,
       contextFull: false,
+      gainRows: 0,
     };
   }
 
@@ -230,6 +244,11 @@ export class Decoder {
     return { contextRate: this.contextRate, contextAltRate: this.contextAltRate, groupGain: this.groupGain };
   }
 
+  /** The next tree step also fills gainCurve (one extra best-first build at maxRows, no forward). */
+  measureGainNextStep(): void {
+    this.wantCurve = true;
+  }
+
   /** Forgets the learned draft rates (back to the options' initial values). */
   resetEstimates(): void {
     this.contextRate = this.opts.contextRate;
@@ -251,10 +270,7 @@ export class Decoder {
     };
     this.plain = gen.mode === 'plain';
     this.rng.seed(gen.seed ?? 0);
-    // The learned draft rates belong to the model, so greedy requests keep them. Sampled requests
-    // start from the defaults: with a seed, the same request must draw the same tokens, and the
-    // tree shape decides how the random stream is consumed.
-    if (!isGreedy(this.sampling)) this.resetEstimates();
+    this.chooseRates(isGreedy(this.sampling));
     model.truncate(0);
     this.fed = 0;
     for (let i = 0; i < L0; i++) this.tokens[i] = prompt[i];
@@ -301,6 +317,22 @@ export class Decoder {
     return r;
   }
 
+  /**
+   * The learned draft rates belong to the model, so greedy requests keep them. Sampled requests start
+   * from the defaults (with a seed, the same request must draw the same tokens, and the tree shape
+   * decides how the random stream is consumed), and the greedy rates come back afterwards instead
+   * of being lost to an unrelated sampled request.
+   */
+  private chooseRates(greedy: boolean): void {
+    if (greedy) {
+      if (this.greedyRates) Object.assign(this, this.greedyRates);
+      this.greedyRates = null;
+      return;
+    }
+    this.greedyRates ??= { contextRate: this.contextRate, contextAltRate: this.contextAltRate, groupGain: this.groupGain, steps: this.steps };
+    this.resetEstimates();
+  }
+
   /** One decoding step; throws DecoderStateError when the context is full. */
   step(): StepResult {
     const { model, tree, V } = this;
@@ -335,6 +367,8 @@ export class Decoder {
     limits.exploreMasks = this.steps++ % MASK_EXPLORE_EVERY === 0;
     limits.contextRate = this.contextRate;
     limits.contextAltRate = this.contextAltRate;
+    const gainRows = this.wantCurve && !this.plain ? this.measureGain(tree.token[0]) : 0;
+    this.wantCurve = false;
     this.builder.build(tree, this.masks, this.context, limits);
     const q = treeAttentionBias(tree, model.maskIds, L, this.ids, this.positions, this.bias);
     const logits = model.forward(this.ids, this.positions, this.bias, q);
@@ -374,7 +408,38 @@ export class Decoder {
     r.acceptedBoth = acc.acceptedBoth;
     r.acceptedNgram = acc.acceptedNgram;
     r.contextFull = this.contextFull;
+    r.gainRows = gainRows;
     return r;
+  }
+
+  /**
+   * Fills gainCurve from a best-first build at maxRows without mask groups: nodes enter in
+   * non-increasing score order and a node's score is the estimated probability it is accepted, so
+   * the best r-row tree commits 1 + (scores of its first r - 1 nodes) tokens; with a group on the
+   * root instead of the last M nodes, groupGain more. Returns the curve's last row count.
+   */
+  private measureGain(root: number): number {
+    const limits = this.limits;
+    const { budget, M } = limits;
+    const t = this.curveTree;
+    t.reset(root);
+    limits.budget = this.maxRows;
+    limits.M = 0;
+    this.builder.build(t, this.masks, this.context, limits);
+    limits.budget = budget;
+    limits.M = M;
+    const curve = this.gainCurve;
+    const groupOk = M > 0 && limits.maxGroupDepth >= 0 && this.masks.depths > 0;
+    curve[0] = 0;
+    curve[1] = 1;
+    for (let r = 2; r <= this.maxRows; r++) {
+      const i = r - 1; // node added by the r-th row
+      curve[r] = curve[r - 1] + (i < t.size ? t.score[i] : 0);
+    }
+    if (groupOk) {
+      for (let r = this.maxRows; r >= 1 + M; r--) curve[r] = Math.max(curve[r], curve[r - M] + this.groupGain);
+    }
+    return this.maxRows;
   }
 
   /**
@@ -420,6 +485,7 @@ export class Decoder {
     r.draftedNgram = 0;
     r.draftedMask = 0;
     r.draftedContext = 0;
+    r.gainRows = 0;
     return r;
   }
 }

@@ -177,3 +177,49 @@ t.test('a model whose cache disagrees with the decoder is detected', async (t) =
   model.truncate(1);
   t.throws(() => decoder.step(), DecoderStateError);
 });
+
+t.test('the gain curve starts at 1, never falls, and predicts what trees of each size commit', async (t) => {
+  const model = new FakeModel({ V: 40, M: 3, maxPositions: 2000, seed: 21, maskAccuracy: 0.7 });
+  const decoder = new Decoder(model, { maxRows: 32, budget: 8 });
+  const prompt = [5, 6, 7, 5, 6];
+  decoder.start(prompt);
+  // Warm the learned rates, then compare predicted and committed tokens per step at 2 and 24 rows.
+  let predicted = [0, 0];
+  let committed = [0, 0];
+  for (let s = 0; s < 160; s++) {
+    const k = s % 2;
+    const rows = k === 0 ? 2 : 24;
+    decoder.setBudget(rows);
+    decoder.measureGainNextStep();
+    const r = decoder.step();
+    t.equal(r.gainRows, 32);
+    const c = decoder.gainCurve;
+    if (s === 0) {
+      t.equal(c[1], 1, 'one row commits exactly one token');
+      for (let i = 2; i <= 32; i++) if (c[i] < c[i - 1]) t.fail(`curve falls at ${i}`);
+    }
+    if (s >= 60) {
+      predicted[k] += c[rows];
+      committed[k] += r.count;
+    }
+  }
+  predicted = predicted.map((x) => x / 50);
+  committed = committed.map((x) => x / 50);
+  t.ok(predicted[1] > predicted[0], `a wider tree is predicted to commit more (${predicted.map((x) => x.toFixed(2))})`);
+  t.ok(committed[1] > committed[0], `and does (${committed.map((x) => x.toFixed(2))})`);
+  const r = decoder.step();
+  t.equal(r.gainRows, 0, 'only steps after measureGainNextStep fill the curve');
+});
+
+t.test('a sampled request does not throw away the greedy requests\' learned rates', async (t) => {
+  const model = new FakeModel({ V: 30, M: 3, maxPositions: 300, seed: 8, maskAccuracy: 0.9 });
+  const decoder = new Decoder(model, { budget: 12 });
+  generate(model, decoder, [1, 2, 3, 1, 2, 3], 150);
+  const learned = decoder.estimates();
+  t.not(learned.groupGain, 1, 'greedy steps moved the mask group gain away from its default');
+  decoder.start([4, 5, 6], { temperature: 1, seed: 3 });
+  t.same(decoder.estimates(), { contextRate: 0.5, contextAltRate: 0.2, groupGain: 1 }, 'a sampled request starts from the defaults (seed reproducibility)');
+  for (let i = 0; i < 20; i++) decoder.step();
+  decoder.start([1, 2, 3]);
+  t.same(decoder.estimates(), learned, 'the next greedy request continues from what greedy requests learned');
+});
