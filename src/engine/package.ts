@@ -120,7 +120,32 @@ export function loadPackage(dir: string, variant = 'default'): ModelPackage {
   for (const f of [graph, m.tokenizer.file, ...(m.drafts?.ngram ? [m.drafts.ngram.file] : [])]) {
     if (!m.files[f]) throw invalid(file, `${f} is not listed in "files" (no sha256 to verify)`);
   }
-  return { dir: root, manifest: m, graphPath: join(root, graph), variant: chosen };
+  const graphPath = join(root, graph);
+  const op = batchVariantOp(graphPath);
+  if (op) {
+    const others = Object.keys(m.graphs).filter((k) => k !== 'default' && k !== chosen && !batchVariantOp(join(root, m.graphs[k])));
+    throw invalid(graphPath, `graph variant "${chosen}" is not batch-invariant: its ${op} quantises activations with one scale for all rows fed together, so a tree step's rows change each other's results and tree decoding would not emit what plain decoding emits${others.length ? `; use ${others.join(' or ')}` : ''}`);
+  }
+  return { dir: root, manifest: m, graphPath, variant: chosen };
+}
+
+/**
+ * Operators whose result for one row depends on the other rows of the same run: they quantise the
+ * activations of a whole run with one scale (the `int8` variant's DynamicQuantizeMatMul), so a row
+ * verified inside a tree is not computed as it would be alone. `int8w` quantises weights only.
+ * Op types are plain strings in the ONNX protobuf, so a byte search finds them.
+ */
+const BATCH_VARIANT_OPS = ['DynamicQuantizeMatMul', 'DynamicQuantizeLinear', 'MatMulIntegerToFloat'];
+
+/** The first batch-variant operator the graph file names, or null. */
+export function batchVariantOp(graphPath: string): string | null {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(graphPath);
+  } catch {
+    return null; // a missing graph is reported where it is opened
+  }
+  return BATCH_VARIANT_OPS.find((op) => bytes.includes(op)) ?? null;
 }
 
 /**

@@ -80,3 +80,10 @@ t.test('an unknown graph variant lists the ones there are', async (t) => {
 t.test('a listed file that is missing is named', async (t) => {
   rejects(t, writePackage((m) => (m.files['extra.bin'] = { bytes: 1, sha256: 'x' })), /extra\.bin: listed in manifest\.json but missing/);
 });
+
+t.test('a graph variant that is not batch-invariant is refused with the variants that are', async (t) => {
+  const dir = 'models/tinystories-bita';
+  t.throws(() => loadPackage(dir, 'int8'), /graph variant "int8" is not batch-invariant: its DynamicQuantizeMatMul .* use fp32 or int8w/);
+  t.equal(loadPackage(dir, 'int8w').variant, 'int8w');
+  t.equal(loadPackage(dir, 'fp32').variant, 'fp32');
+});
