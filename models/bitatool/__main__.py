@@ -8,6 +8,7 @@ COMMAND_MODULES = [
     "bitatool.cli_import",
     "bitatool.cli_train",
     "bitatool.cli_ngram",
+    "bitatool.cli_random",
 ]
 
 
