@@ -17,6 +17,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { EngineError, type Engine, type EngineInfo, type GenerateOptions, type GenerateRequest, type GenerateResult } from '../engine/types.js';
+import type { BoardLoad, TreePolicy } from '../engine/load.js';
 import type { ComponentHealth } from './health.js';
 
 export interface SupervisorOptions {
@@ -48,7 +49,8 @@ export class EngineSupervisor implements Engine {
   private readonly running = new Set<(e: EngineError) => void>();
   private state: State = 'created';
   private lastInfo: EngineInfo | null = null;
-  private treeBudget: number | null = null;
+  /** What the daemon told the tree sizing, replayed onto a restarted engine. */
+  private readonly tree: { budget?: number; policy?: TreePolicy; load?: BoardLoad } = {};
   /** Completed restarts since start. */
   restarts = 0;
   /** Consecutive restarts without a finished request: the backoff exponent. */
@@ -80,8 +82,18 @@ export class EngineSupervisor implements Engine {
   }
 
   setTreeBudget(rows: number): void {
-    this.treeBudget = rows;
+    this.tree.budget = rows;
     this.current?.setTreeBudget(rows);
+  }
+
+  setTreePolicy(policy: TreePolicy): void {
+    this.tree.policy = policy;
+    this.current?.setTreePolicy(policy);
+  }
+
+  setLoad(load: BoardLoad): void {
+    this.tree.load = load;
+    this.current?.setLoad(load);
   }
 
   async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
@@ -140,7 +152,9 @@ export class EngineSupervisor implements Engine {
     }
     this.current = engine;
     this.lastInfo = engine.info();
-    if (this.treeBudget !== null) engine.setTreeBudget(this.treeBudget);
+    if (this.tree.budget !== undefined) engine.setTreeBudget(this.tree.budget);
+    if (this.tree.policy !== undefined) engine.setTreePolicy(this.tree.policy);
+    if (this.tree.load !== undefined) engine.setLoad(this.tree.load);
     engine.onDeath?.((reason) => this.lost(engine, reason));
     this.state = 'ok';
     this.downSince = null;

@@ -1,31 +1,42 @@
 /**
- * One generation inside the engine worker: validate, tokenize, prefill, tree steps, stream text,
- * stop on EOS / stop sequence / maxTokens / context end / cancellation, and measure.
+ * One generation inside the engine worker: validate, tokenize, prefill, tree steps (their size set
+ * by the step hook before each one), stream text, stop on EOS / stop sequence / maxTokens / context
+ * end / cancellation, and measure.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Decoder, NgramTable } from '../decoding/index.js';
-import { OrtTreeModel } from './kv-model.js';
+import { Decoder, isGreedy, NgramTable, type GenerationOptions, type StepResult } from '../decoding/index.js';
+import { OrtTreeModel, type StepTimes } from './kv-model.js';
 import type { ModelPackage } from './package.js';
 import type { SyncSession } from './ort.js';
-import { SLOT_BUDGET, SLOT_CANCEL } from './protocol.js';
-import { type TextCodec, TextStream } from './text.js';
-import {
-  type EngineInfo, type FinishReason, type GenerateRequest, type GenerateResult, EngineError,
-} from './types.js';
+import { OutputStream, type Emit } from './output.js';
+import { MAX_TREE_ROWS, SLOT_CANCEL } from './protocol.js';
 
-/** Largest tree a step may use (rows); CPU steps stop paying well before this (platform-notes). */
-export const MAX_TREE_ROWS = 64;
+export { MAX_TREE_ROWS } from './protocol.js';
+import type { TextCodec } from './text.js';
+import { type EngineInfo, type FinishReason, type GenerateRequest, type GenerateResult, type GenerateStats, EngineError } from './types.js';
+
+export { STREAM_INTERVAL_MS, type Emit } from './output.js';
+
 const PREFILL_CHUNK = 64;
 const DEFAULT_MAX_TOKENS = 128;
-/**
- * Streamed chunks are coalesced to one per this many ms (the first goes at once). Measured: a
- * message per step woke the main thread so often that on 2 cores it cost 0.2–0.4 ms per step
- * against a 0.5 ms forward pass, and decoding text every step was a quarter of the host time.
- */
-export const STREAM_INTERVAL_MS = 20;
 
-export type Emit = (text: string, tokens: number[]) => void;
+/** Sizes each step's tree: the tree sizing (tree-sizing.ts) acts here, before and after every step. */
+export interface StepHook {
+  /** Sets the decoder's row budget for the next step. */
+  before(decoder: Decoder): void;
+  /** Learns from the step just taken: `ms` is its wall time, `cached` the KV length before it. */
+  after(step: StepResult, ms: number, cached: number, decoder: Decoder): void;
+  /** The policy that sized this request's trees (for its stats). */
+  readonly policy: string;
+}
+
+/** Hands out one StepHook per request; greedy requests may adapt, sampled ones keep a fixed tree. */
+export interface Sizing {
+  forRequest(greedy: boolean): StepHook;
+  /** The budget steps use now and why (engine info, `bitad status`). */
+  info(): EngineInfo['tree'];
+}
 
 function check(ok: boolean, message: string): void {
   if (!ok) throw new EngineError('bad_request', message);
@@ -42,6 +53,17 @@ function validate(req: GenerateRequest): void {
   check(req.mode === undefined || req.mode === 'bita' || req.mode === 'plain', 'mode must be "bita" or "plain"');
 }
 
+function generationOptions(req: GenerateRequest): Required<GenerationOptions> {
+  return {
+    // Tree decoding also pays without adapters: context and n-gram drafts need no extra weights.
+    mode: req.mode ?? 'bita',
+    temperature: req.temperature ?? 0,
+    topK: req.topK ?? 0,
+    topP: req.topP ?? 1,
+    seed: req.seed ?? 0,
+  };
+}
+
 function loadNgram(path: string): NgramTable {
   try {
     return NgramTable.parse(readFileSync(path));
@@ -50,9 +72,47 @@ function loadNgram(path: string): NgramTable {
   }
 }
 
+/** Per-request step statistics: steps, rows, accepted tokens by source, run vs host time. */
+class StepStats {
+  steps = 0;
+  private rows = 0;
+  private readonly bySource = { mask: 0, context: 0, ngram: 0 };
+  private readonly histogram: number[] = [];
+  private readonly loopStart = performance.now();
+  private readonly runBefore: number;
+
+  constructor(private readonly times: StepTimes) {
+    this.runBefore = times.runMs;
+  }
+
+  record(r: StepResult): void {
+    this.steps++;
+    this.rows += r.rowsFed;
+    this.bySource.mask += r.acceptedMask;
+    this.bySource.context += r.acceptedContext;
+    this.bySource.ngram += r.acceptedNgram;
+    this.histogram[r.count] = (this.histogram[r.count] ?? 0) + 1;
+  }
+
+  /** The step part of GenerateStats (call once, when the loop ended). */
+  result(outputTokens: number): Pick<GenerateStats, 'steps' | 'meanAcceptedTokens' | 'acceptedHistogram' | 'meanRowsPerStep' | 'acceptedBySource' | 'runMs' | 'hostMs'> {
+    const { steps } = this;
+    const runMs = this.times.runMs - this.runBefore;
+    return {
+      steps,
+      meanAcceptedTokens: steps ? (outputTokens - 1) / steps : 0,
+      acceptedHistogram: Array.from(this.histogram, (x) => x ?? 0),
+      meanRowsPerStep: steps ? this.rows / steps : 0,
+      acceptedBySource: this.bySource,
+      runMs,
+      hostMs: performance.now() - this.loopStart - runMs,
+    };
+  }
+}
+
 export class Generator {
-  private readonly model: OrtTreeModel;
-  private readonly decoder: Decoder;
+  readonly model: OrtTreeModel;
+  readonly decoder: Decoder;
   private readonly hasAdapters: boolean;
 
   constructor(
@@ -60,6 +120,7 @@ export class Generator {
     session: SyncSession,
     private readonly codec: TextCodec,
     private readonly shared: Int32Array,
+    private readonly sizing: Sizing,
   ) {
     const M = pkg.manifest.bita?.mask_token_ids.length ?? 0;
     this.hasAdapters = M > 0;
@@ -67,7 +128,6 @@ export class Generator {
     const ngram = pkg.manifest.drafts?.ngram;
     this.decoder = new Decoder(this.model, {
       maxRows: MAX_TREE_ROWS,
-      budget: Atomics.load(shared, SLOT_BUDGET),
       prefillChunk: PREFILL_CHUNK,
       ngram: ngram ? loadNgram(join(pkg.dir, ngram.file)) : null,
     });
@@ -75,117 +135,36 @@ export class Generator {
 
   info(): EngineInfo {
     const m = this.pkg.manifest;
+    const tree = this.sizing.info();
     return {
       model: m.name,
       contextLength: m.architecture.max_positions,
       vocabSize: m.architecture.vocab_size,
       bita: this.hasAdapters,
-      treeBudget: Atomics.load(this.shared, SLOT_BUDGET),
+      treeBudget: tree.rows,
+      tree,
     };
   }
 
   run(id: number, req: GenerateRequest, emit: Emit): GenerateResult {
     const t0 = performance.now();
     validate(req);
-    const prompt = this.codec.encodePrompt(req);
-    const maxPositions = this.model.maxPositions;
-    if (prompt.length >= maxPositions) {
-      throw new EngineError('prompt_too_long', `prompt is ${prompt.length} tokens; the model's context is ${maxPositions} (at most ${maxPositions - 1} leave room to generate)`);
-    }
-    const maxTokens = req.maxTokens ?? DEFAULT_MAX_TOKENS;
-    const eos = this.codec.eosId;
-    const text = new TextStream(this.codec, req.stop ?? [], prompt[prompt.length - 1] ?? null);
-    const out: number[] = [];
-    const histogram: number[] = [];
-    const dec = this.decoder;
-    const times = this.model.times;
-    let finish: FinishReason | null = null;
-
-    // Streaming: one chunk per STREAM_INTERVAL_MS (the first at once, for TTFT). Text is decoded
-    // per step only when stop sequences need it, else once per chunk.
-    const stops = (req.stop ?? []).length > 0;
-    let pendingIds: number[] = []; // committed, not yet decoded (no stop sequences)
-    let pendingTokens: number[] = []; // committed, not yet emitted
-    let pendingText = '';
-    let lastEmit = -Infinity;
-    const flush = (now: number): void => {
-      if (pendingIds.length) pendingText += text.push(pendingIds);
-      if (pendingText || pendingTokens.length) emit(pendingText, pendingTokens);
-      pendingIds = [];
-      pendingTokens = [];
-      pendingText = '';
-      lastEmit = now;
-    };
-    // Commits one step's tokens, cut at EOS / maxTokens.
-    const take = (tokens: Int32Array, count: number): void => {
-      const fresh: number[] = [];
-      for (let i = 0; i < count && !finish; i++) {
-        if (tokens[i] === eos) finish = 'eos';
-        else {
-          fresh.push(tokens[i]);
-          out.push(tokens[i]);
-          if (out.length >= maxTokens) finish = 'length';
-        }
-      }
-      for (const x of fresh) pendingTokens.push(x);
-      if (stops) {
-        pendingText += text.push(fresh);
-        if (text.stopped) finish = 'stop';
-      } else {
-        for (const x of fresh) pendingIds.push(x);
-      }
-      const now = performance.now();
-      if (now - lastEmit >= STREAM_INTERVAL_MS) flush(now);
-    };
-
-    dec.setBudget(Atomics.load(this.shared, SLOT_BUDGET));
-    const first = dec.start(prompt, {
-      // Tree decoding also pays without adapters: context and n-gram drafts need no extra weights.
-      mode: req.mode ?? 'bita',
-      temperature: req.temperature ?? 0,
-      topK: req.topK ?? 0,
-      topP: req.topP ?? 1,
-      seed: req.seed ?? 0,
-    });
+    const prompt = this.encode(req);
+    const out = new OutputStream(this.codec, req.stop ?? [], prompt[prompt.length - 1] ?? null, req.maxTokens ?? DEFAULT_MAX_TOKENS, emit);
+    const gen = generationOptions(req);
+    const hook = this.sizing.forRequest(isGreedy(gen));
+    const first = this.decoder.start(prompt, gen);
     const prefillMs = performance.now() - t0;
-    take(first.tokens, first.count);
+    out.take(first.tokens, first.count);
     const ttftMs = performance.now() - t0;
-
-    let steps = 0;
-    let rows = 0;
-    const bySource = { mask: 0, context: 0, ngram: 0 };
-    const loopStart = performance.now();
-    const runBefore = times.runMs;
-    while (!finish) {
-      if (dec.contextFull) {
-        finish = 'length';
-        break;
-      }
-      if (Atomics.load(this.shared, SLOT_CANCEL) === id) {
-        Atomics.store(this.shared, SLOT_CANCEL, 0);
-        finish = 'cancelled';
-        break;
-      }
-      dec.setBudget(Atomics.load(this.shared, SLOT_BUDGET));
-      const r = dec.step();
-      steps++;
-      rows += r.rowsFed;
-      bySource.mask += r.acceptedMask;
-      bySource.context += r.acceptedContext;
-      bySource.ngram += r.acceptedNgram;
-      histogram[r.count] = (histogram[r.count] ?? 0) + 1;
-      take(r.tokens, r.count);
-    }
-    const loopMs = performance.now() - loopStart;
-    const runMs = times.runMs - runBefore;
-    flush(performance.now());
-    pendingText = text.flush();
-    flush(performance.now());
+    const steps = new StepStats(this.model.times);
+    this.loop(id, out, hook, steps);
+    const text = out.end();
     const totalMs = performance.now() - t0;
-    const n = out.length;
+    const n = out.tokens.length;
     return {
-      text: text.output,
-      tokens: out,
+      text,
+      tokens: out.tokens,
       stats: {
         promptTokens: prompt.length,
         outputTokens: n,
@@ -194,15 +173,42 @@ export class Generator {
         totalMs,
         tpotMs: n > 1 ? (totalMs - ttftMs) / (n - 1) : 0,
         tokensPerS: totalMs > 0 ? (n * 1000) / totalMs : 0,
-        steps,
-        meanAcceptedTokens: steps ? (n - 1) / steps : 0,
-        acceptedHistogram: Array.from(histogram, (x) => x ?? 0),
-        meanRowsPerStep: steps ? rows / steps : 0,
-        acceptedBySource: bySource,
-        runMs,
-        hostMs: loopMs - runMs,
-        finishReason: finish ?? 'length',
+        ...steps.result(n),
+        treePolicy: gen.mode === 'plain' ? 'plain' : hook.policy,
+        finishReason: out.finish ?? 'length',
       },
     };
+  }
+
+  private encode(req: GenerateRequest): number[] {
+    const prompt = this.codec.encodePrompt(req);
+    const maxPositions = this.model.maxPositions;
+    if (prompt.length >= maxPositions) {
+      throw new EngineError('prompt_too_long', `prompt is ${prompt.length} tokens; the model's context is ${maxPositions} (at most ${maxPositions - 1} leave room to generate)`);
+    }
+    return prompt;
+  }
+
+  /** Tree steps until the output stream finishes, the context is full or the request is cancelled. */
+  private loop(id: number, out: OutputStream, hook: StepHook, stats: StepStats): void {
+    const dec = this.decoder;
+    while (!out.finish) {
+      if (dec.contextFull) {
+        out.finish = 'length';
+        break;
+      }
+      if (Atomics.load(this.shared, SLOT_CANCEL) === id) {
+        Atomics.store(this.shared, SLOT_CANCEL, 0);
+        out.finish = 'cancelled' satisfies FinishReason;
+        break;
+      }
+      hook.before(dec);
+      const cached = dec.length - 1;
+      const s0 = performance.now();
+      const r = dec.step();
+      hook.after(r, performance.now() - s0, cached, dec);
+      stats.record(r);
+      out.take(r.tokens, r.count);
+    }
   }
 }

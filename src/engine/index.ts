@@ -9,9 +9,14 @@ import {
   type Engine, type EngineInfo, type GenerateOptions, type GenerateRequest, type GenerateResult,
   EngineError,
 } from './types.js';
-import { type FromWorker, type ToWorker, SHARED_SLOTS, SLOT_BUDGET, SLOT_CANCEL } from './protocol.js';
+import {
+  type FromWorker, type ToWorker, type TreeOptions, MAX_TREE_ROWS, SHARED_SLOTS, SLOT_BUDGET, SLOT_CANCEL,
+  writeLoad, writePolicy,
+} from './protocol.js';
+import type { BoardLoad, TreePolicy } from './load.js';
 
 export * from './types.js';
+export { TREE_POLICIES, type BoardLoad, type TreePolicy } from './load.js';
 
 /**
  * Rows per tree step unless configured: on the 2-core VM, 6–10 rows gave the best speedup for the
@@ -26,9 +31,21 @@ export interface EngineOptions {
   threads?: number;
   /** Execution providers, in order (default ["cpu"]). */
   executionProviders?: string[];
-  /** Initial draft-tree row budget (default DEFAULT_TREE_BUDGET; 1 = plain decoding). */
+  /** Rows for policy fixed and for sampled requests (default DEFAULT_TREE_BUDGET; 1 = plain decoding). */
   treeBudget?: number;
+  /** How trees are sized (default auto; docs/daemon.md "Load-aware tree"). */
+  treePolicy?: TreePolicy;
+  /** Bounds for the adaptive policies (defaults 1 and 32). */
+  treeMinRows?: number;
+  treeMaxRows?: number;
 }
+
+/**
+ * Widest tree the adaptive policies try unless configured: on the 2-core VM no model we bench
+ * gained from more than 32 rows (platform-notes step costs: 64 rows cost 2.2x one row on the
+ * bundled model's shape and 5.4x on a 15 M one, while the gain curve is flat well before).
+ */
+export const DEFAULT_TREE_MAX_ROWS = 32;
 
 // Compiled (dist/, `npm run build`): the worker is plain JS. From the TypeScript sources, a tiny
 // eval bootstrap registers tsx inside the worker, however the main thread was started; tsx costs
@@ -78,11 +95,19 @@ export class WorkerEngine implements Engine {
   }
 
   info(): EngineInfo {
-    return { ...this.infoValue, treeBudget: Atomics.load(this.shared, SLOT_BUDGET) };
+    return this.infoValue;
   }
 
   setTreeBudget(rows: number): void {
-    Atomics.store(this.shared, SLOT_BUDGET, Math.max(1, Math.floor(rows)));
+    Atomics.store(this.shared, SLOT_BUDGET, Math.min(MAX_TREE_ROWS, Math.max(1, Math.floor(rows))));
+  }
+
+  setTreePolicy(policy: TreePolicy): void {
+    writePolicy(this.shared, policy);
+  }
+
+  setLoad(load: BoardLoad): void {
+    writeLoad(this.shared, load);
   }
 
   onDeath(listener: (reason: string) => void): void {
@@ -135,6 +160,10 @@ export class WorkerEngine implements Engine {
 
   private onMessage(m: FromWorker): void {
     if (m.type === 'ready') return;
+    if (m.type === 'tree') {
+      this.infoValue = { ...this.infoValue, treeBudget: m.tree.rows, tree: m.tree };
+      return;
+    }
     const p = this.pending.get(m.id);
     if (!p) return;
     if (m.type === 'chunk') {
@@ -160,6 +189,17 @@ export class WorkerEngine implements Engine {
   }
 }
 
+function treeOptions(opts: EngineOptions): TreeOptions {
+  const clamp = (x: number) => Math.min(MAX_TREE_ROWS, Math.max(1, Math.floor(x)));
+  const minRows = clamp(opts.treeMinRows ?? 1);
+  return {
+    policy: opts.treePolicy ?? 'auto',
+    fixedRows: clamp(opts.treeBudget ?? DEFAULT_TREE_BUDGET),
+    minRows,
+    maxRows: Math.max(minRows, clamp(opts.treeMaxRows ?? DEFAULT_TREE_MAX_ROWS)),
+  };
+}
+
 export async function loadEngine(packageDir: string, opts: EngineOptions = {}): Promise<WorkerEngine> {
   const shared = new SharedArrayBuffer(SHARED_SLOTS * 4);
   const worker = compiled
@@ -176,7 +216,7 @@ export async function loadEngine(packageDir: string, opts: EngineOptions = {}): 
       variant: opts.variant ?? 'default',
       threads: opts.threads ?? 0,
       executionProviders: opts.executionProviders ?? ['cpu'],
-      treeBudget: opts.treeBudget ?? DEFAULT_TREE_BUDGET,
+      tree: treeOptions(opts),
     },
   };
   worker.postMessage(load);

@@ -47,6 +47,8 @@ export interface GenerateStats {
   /** Sum of session.run time and of everything else in the step loop. */
   runMs: number;
   hostMs: number;
+  /** What sized this request's trees: the active tree policy, or 'plain' (mode plain). */
+  treePolicy: string;
   finishReason: FinishReason;
 }
 
@@ -61,7 +63,25 @@ export interface EngineInfo {
   contextLength: number;
   vocabSize: number;
   bita: boolean;
+  /** Rows the tree steps use now (= tree.rows). */
   treeBudget: number;
+  tree: TreeInfo;
+}
+
+/** The load-aware tree sizing as it stands (docs/daemon.md, "Load-aware tree"). */
+export interface TreeInfo {
+  /** Configured policy. */
+  policy: import('./load.js').TreePolicy;
+  /** What sizes trees now: auto resolves to throughput or neighbourly. */
+  active: 'throughput' | 'neighbourly' | 'fixed';
+  /** Rows per step the sizing chose last (what steps use; exploration steps aside). */
+  rows: number;
+  minRows: number;
+  maxRows: number;
+  /** Why the budget is what it is, for people. */
+  reason: string;
+  /** Budget changes since the engine started. */
+  changes: number;
 }
 
 export type EngineErrorCode =
@@ -90,8 +110,12 @@ export interface GenerateOptions {
 export interface Engine {
   info(): EngineInfo;
   generate(req: GenerateRequest, opts?: GenerateOptions): Promise<GenerateResult>;
-  /** Row budget for the draft tree (nodes + mask rows); the load-aware controller drives it. */
+  /** Row budget for policy fixed and for sampled requests (nodes + mask rows). */
   setTreeBudget(rows: number): void;
+  /** How the tree is sized from the next step on. */
+  setTreePolicy(policy: import('./load.js').TreePolicy): void;
+  /** The board's latest load reading (the sensors call this every few hundred ms). */
+  setLoad(load: import('./load.js').BoardLoad): void;
   /** Bounded: resolves even when a generation is stuck (its call is rejected with model_error). */
   close(): Promise<void>;
   /**

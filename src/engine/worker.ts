@@ -4,11 +4,13 @@ import { loadPackage, threadsFor } from './package.js';
 import { openSession } from './ort.js';
 import { loadCodec } from './text.js';
 import { Generator } from './generate.js';
-import { type FromWorker, type ToWorker, SLOT_BUDGET } from './protocol.js';
+import { type FromWorker, type ToWorker, SLOT_BUDGET, writePolicy } from './protocol.js';
+import { TreeSizing } from './tree-sizing.js';
 import { EngineError } from './types.js';
 
 const port = parentPort!;
 let generator: Generator | null = null;
+let sizing: TreeSizing | null = null;
 let shared: Int32Array;
 
 function post(m: FromWorker): void {
@@ -19,13 +21,16 @@ port.on('message', (m: ToWorker) => {
   if (m.type === 'load') {
     try {
       shared = new Int32Array(m.shared);
-      Atomics.store(shared, SLOT_BUDGET, m.options.treeBudget);
+      Atomics.store(shared, SLOT_BUDGET, m.options.tree.fixedRows);
+      writePolicy(shared, m.options.tree.policy);
       const pkg = loadPackage(m.options.packageDir, m.options.variant);
       const session = openSession(pkg.graphPath, {
         threads: m.options.threads || threadsFor(pkg.manifest.architecture),
         executionProviders: m.options.executionProviders,
       });
-      generator = new Generator(pkg, session, loadCodec(pkg), shared);
+      sizing = new TreeSizing(shared, m.options.tree, (tree) => post({ type: 'tree', tree }));
+      generator = new Generator(pkg, session, loadCodec(pkg), shared, sizing);
+      sizing.calibrate(generator.model);
       post({ type: 'ready', info: generator.info() });
     } catch (e) {
       const code = e instanceof EngineError ? e.code : 'package_invalid';
@@ -39,6 +44,7 @@ port.on('message', (m: ToWorker) => {
   }
   try {
     const result = generator.run(m.id, m.req, (text, tokens) => post({ type: 'chunk', id: m.id, text, tokens }));
+    sizing?.report(true);
     post({ type: 'done', id: m.id, result });
   } catch (e) {
     const code = e instanceof EngineError ? e.code : ((e as { code?: string }).code === 'prompt_too_long' ? 'prompt_too_long' : 'model_error');

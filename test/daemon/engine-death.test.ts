@@ -16,6 +16,7 @@ import { Worker } from 'node:worker_threads';
 import type { BitadConfig } from '../../src/daemon/config/schema.js';
 import { WorkerEngine } from '../../src/engine/index.js';
 import { SHARED_SLOTS } from '../../src/engine/protocol.js';
+import { stubInfo } from './helpers/engine-info.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bitad-death-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -92,7 +93,7 @@ parentPort.on('message', (m) => {
 t.test('a worker that dies mid-generation answers model_error at once, and the next request runs on the restarted engine', async (t) => {
   const real = await bootWith('busy', async (cfg, n) => {
     if (n > 0) return (await createEngine(cfg)) as WorkerEngine;
-    const info = { model: 'crashing', contextLength: 512, vocabSize: 512, bita: false, treeBudget: 1 };
+    const info = stubInfo('crashing');
     return new WorkerEngine(new Worker(CRASHING_WORKER, { eval: true }), new Int32Array(new SharedArrayBuffer(SHARED_SLOTS * 4)), info);
   });
   const { c, client } = real;

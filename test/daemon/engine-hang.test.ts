@@ -13,6 +13,7 @@ import { buildConfig } from '../../src/daemon/config/load.js';
 import { Controller } from '../../src/daemon/controller.js';
 import type { Engine, EngineInfo, GenerateResult } from '../../src/engine/types.js';
 import { FakeEngine } from './helpers/fake-engine.js';
+import { stubInfo } from './helpers/engine-info.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bitad-hang-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -22,9 +23,11 @@ class HangingEngine implements Engine {
   calls = 0;
   closed = false;
   info(): EngineInfo {
-    return { model: 'hanging', contextLength: 64, vocabSize: 512, bita: false, treeBudget: 1 };
+    return { ...stubInfo('hanging'), contextLength: 64 };
   }
   setTreeBudget(): void {}
+  setTreePolicy(): void {}
+  setLoad(): void {}
   generate(): Promise<GenerateResult> {
     this.calls++;
     return new Promise(() => undefined);

@@ -6,15 +6,46 @@ import { requirePackage } from './helpers.js';
 
 const MODEL = process.env.BITAD_TEST_PACKAGE ?? BUNDLED_MODEL;
 requirePackage(MODEL, 'git checkout (the bundled model is committed)');
-const engine = await loadEngine(MODEL, { treeBudget: 12 });
+const engine = await loadEngine(MODEL, { treeBudget: 12, treePolicy: 'fixed' });
 t.teardown(() => engine.close());
 
-t.test('the engine reports its model', async (t) => {
+t.test('the engine reports its model and the tree budget its steps use', async (t) => {
   const info = engine.info();
   t.ok(info.contextLength > 0 && info.vocabSize > 0, 'context and vocabulary sizes');
   t.equal(info.treeBudget, 12);
+  t.match(info.tree, { policy: 'fixed', active: 'fixed', rows: 12 });
   engine.setTreeBudget(20);
-  t.equal(engine.info().treeBudget, 20);
+  const r = await engine.generate({ prompt: 'Once upon a time', maxTokens: 40 });
+  t.equal(engine.info().treeBudget, 20, 'the new budget is reported once steps use it');
+  t.ok(r.stats.meanRowsPerStep > 1 && r.stats.meanRowsPerStep <= 20, `rows per step within the budget (${r.stats.meanRowsPerStep.toFixed(1)})`);
+  t.equal(r.stats.treePolicy, 'fixed');
+  engine.setTreeBudget(1000);
+  await engine.generate({ prompt: 'Once upon a time', maxTokens: 5 });
+  t.equal(engine.info().treeBudget, 32, 'a budget above the maximum (default 32 rows) is reported as the clamp');
+  engine.setTreeBudget(12);
+});
+
+t.test('adaptive policies size the tree from measurements and say why', async (t) => {
+  t.teardown(() => engine.setTreePolicy('fixed'));
+  engine.setTreePolicy('throughput');
+  const r = await engine.generate({ prompt: 'Once upon a time', maxTokens: 120 });
+  const tree = engine.info().tree;
+  t.equal(r.stats.treePolicy, 'throughput');
+  t.match(tree, { policy: 'throughput', active: 'throughput' });
+  t.ok(tree.rows >= 1 && tree.rows <= 32, `rows within the default bounds (${tree.rows})`);
+  t.ok(tree.reason.length > 0, `reason: ${tree.reason}`);
+  engine.setTreePolicy('auto');
+  engine.setLoad({ othersCpu: 0.95, cores: 2, tempC: null, throttled: false, gpuBusy: null });
+  const busy = await engine.generate({ prompt: 'Once upon a time', maxTokens: 60 });
+  t.equal(busy.stats.treePolicy, 'neighbourly', 'auto on a board the others saturate is neighbourly');
+  t.match(engine.info().tree, { policy: 'auto', active: 'neighbourly' });
+  engine.setLoad({ othersCpu: 0, cores: 2, tempC: 40, throttled: false, gpuBusy: null });
+  const calm = await engine.generate({ prompt: 'Once upon a time', maxTokens: 60 });
+  t.equal(calm.stats.treePolicy, 'throughput', 'and back to throughput when the board is calm');
+  const sampled = await engine.generate({ prompt: 'Once upon a time', maxTokens: 20, temperature: 1, seed: 4 });
+  t.equal(sampled.stats.treePolicy, 'fixed', 'sampled requests keep the fixed tree (seed reproducibility)');
+  const plain = await engine.generate({ prompt: 'Once upon a time', maxTokens: 20, mode: 'plain' });
+  t.equal(plain.stats.treePolicy, 'plain');
 });
 
 t.test('streamed chunks add up to the final text and tokens', async (t) => {

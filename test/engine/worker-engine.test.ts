@@ -7,8 +7,9 @@ import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkerEngine, TERMINATE_TIMEOUT_MS } from '../../src/engine/index.js';
 import { SHARED_SLOTS } from '../../src/engine/protocol.js';
+import { stubInfo } from '../daemon/helpers/engine-info.js';
 
-const INFO = { model: 'stand-in', contextLength: 64, vocabSize: 512, bita: false, treeBudget: 1 };
+const INFO = { ...stubInfo('stand-in'), contextLength: 64 };
 
 /** Answers nothing; exits when told to (a crash), or busy-loops forever when told to (a hang). */
 const STAND_IN = `

@@ -6,6 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { BoardLoad, TreePolicy } from '../../../src/engine/load.js';
 import {
   EngineError,
   type Engine,
@@ -33,6 +34,9 @@ export class FakeEngine implements Engine {
   /** When set, every generate() fails with this error (a broken model or a dead worker). */
   failWith: EngineError | null = null;
   private treeBudget: number;
+  /** What the daemon told the tree sizing last (tests read these). */
+  treePolicy: TreePolicy = 'fixed';
+  load: BoardLoad | null = null;
   private closed = false;
   readonly contextLength: number;
   chunkDelayMs: number;
@@ -44,11 +48,21 @@ export class FakeEngine implements Engine {
   }
 
   info(): EngineInfo {
-    return { model: 'fake', contextLength: this.contextLength, vocabSize: this.opts.vocabSize ?? 512, bita: true, treeBudget: this.treeBudget };
+    const active = this.treePolicy === 'fixed' ? 'fixed' : 'throughput';
+    const tree = { policy: this.treePolicy, active, rows: this.treeBudget, minRows: 1, maxRows: 32, reason: `fake engine: ${this.treeBudget} rows`, changes: 0 } as const;
+    return { model: 'fake', contextLength: this.contextLength, vocabSize: this.opts.vocabSize ?? 512, bita: true, treeBudget: this.treeBudget, tree };
   }
 
   setTreeBudget(rows: number): void {
     this.treeBudget = rows;
+  }
+
+  setTreePolicy(policy: TreePolicy): void {
+    this.treePolicy = policy;
+  }
+
+  setLoad(load: BoardLoad): void {
+    this.load = load;
   }
 
   async close(): Promise<void> {
@@ -139,6 +153,7 @@ export class FakeEngine implements Engine {
         meanAcceptedTokens: steps > 0 ? out.length / steps : 0,
         acceptedHistogram: histogram,
         meanRowsPerStep: this.treeBudget,
+        treePolicy: this.treePolicy,
         acceptedBySource: { mask: 0, context: 0, ngram: 0 },
         runMs: 0,
         hostMs: totalMs,
