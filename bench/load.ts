@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadEngine, type BoardLoad, type GenerateResult, type TreePolicy, type WorkerEngine } from '../src/engine/index.js';
-import { boardLoad, LoadFeed } from '../src/daemon/sensing/index.js';
+import { BoardSensor, boardLoad, LoadFeed } from '../src/daemon/sensing/index.js';
 import { BUNDLED_MODEL, STORIES260K_PACKAGE, storyPrompts } from './data.js';
 import { addWork, hogWork, HogPool, workRate, type HogWork } from './hog-pool.js';
 import { openProjection, projectBudget, stepCurve, type ProjectionGraph } from './projection.js';
@@ -164,8 +164,11 @@ const newTally = (): Tally => ({
   work: { units: 0, seconds: 0 }, othersCpu: [], mismatches: 0, generations: 0,
 });
 
-/** Board samples land here while a variant runs (the feed also drives the engine's setLoad). */
-let sink: number[] | null = null;
+/**
+ * Other processes' CPU share during each turn, from a sensor of its own sampled at the turn's start
+ * and end: the feed's 250 ms samples are longer than a turn.
+ */
+const turnSensor = new BoardSensor({ nvidiaSmi: null });
 
 function record(t: Tally, e: BenchEngine, prompt: number, r: GenerateResult, v: Variant): void {
   t.tokens += r.stats.outputTokens;
@@ -183,7 +186,7 @@ function record(t: Tally, e: BenchEngine, prompt: number, r: GenerateResult, v: 
 /** One variant's turn in one round: every prompt once, with CPU and hog work measured around it. */
 async function runTurn(e: BenchEngine, v: Variant, t: Tally, hogs: HogPool): Promise<void> {
   const before = hogs.size ? await hogs.snapshot() : [];
-  sink = t.othersCpu;
+  turnSensor.sample();
   const cpu0 = process.cpuUsage();
   let tokens = 0;
   let ms = 0;
@@ -194,7 +197,8 @@ async function runTurn(e: BenchEngine, v: Variant, t: Tally, hogs: HogPool): Pro
     ms += r.stats.totalMs - r.stats.prefillMs;
   }
   const cpu = process.cpuUsage(cpu0);
-  sink = null;
+  const others = turnSensor.sample().othersCpu;
+  if (others !== null) t.othersCpu.push(others);
   t.cpuMs += (cpu.user + cpu.system) / 1000;
   t.roundTps.push((1000 * tokens) / ms);
   if (hogs.size) t.work = addWork(t.work, hogWork(before, await hogs.snapshot()));
@@ -394,7 +398,6 @@ async function runModel(dir: string, projection: Projection | null) {
     intervalMs: 250,
     onSample: (s) => {
       for (const e of engines) e.loadAware?.setLoad(boardLoad(s));
-      if (s.othersCpu !== null) sink?.push(s.othersCpu);
     },
   });
   feed.start();

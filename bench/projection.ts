@@ -39,7 +39,9 @@ export function openProjection(dir: string, threads: number): ProjectionGraph {
   a.n_prefix ??= 0;
   m.bita ??= null;
   const session = openSession(join(root, graph), { threads });
-  const params = a.n_layers * (2 * a.dim * a.dim + 2 * a.dim * a.n_kv_heads * a.head_dim + 3 * a.dim * a.hidden_dim) + a.vocab_size * a.dim;
+  // bitatool random-graph writes its parameter count; otherwise count the transformer's matrices.
+  const counted = (m as { parameters?: { total?: number } }).parameters?.total;
+  const params = counted ?? a.n_layers * (2 * a.dim * a.dim + 2 * a.dim * a.n_kv_heads * a.head_dim + 3 * a.dim * a.hidden_dim) + a.vocab_size * a.dim;
   return { name: m.name, params, model: new OrtTreeModel(session, m, Math.max(...PROJECTION_ROWS)) };
 }
 
