@@ -155,13 +155,15 @@ interface Tally {
   rows: number;
   committed: number;
   work: HogWork;
+  /** The hogs' rate in each turn: its spread says how big a difference is measurable. */
+  roundHog: number[];
   othersCpu: number[];
   mismatches: number;
   generations: number;
 }
 const newTally = (): Tally => ({
   roundTps: [], tokens: 0, decodeMs: 0, cpuMs: 0, steps: 0, rows: 0, committed: 0,
-  work: { units: 0, seconds: 0 }, othersCpu: [], mismatches: 0, generations: 0,
+  work: { units: 0, seconds: 0 }, roundHog: [], othersCpu: [], mismatches: 0, generations: 0,
 });
 
 /**
@@ -201,7 +203,10 @@ async function runTurn(e: BenchEngine, v: Variant, t: Tally, hogs: HogPool): Pro
   if (others !== null) t.othersCpu.push(others);
   t.cpuMs += (cpu.user + cpu.system) / 1000;
   t.roundTps.push((1000 * tokens) / ms);
-  if (hogs.size) t.work = addWork(t.work, hogWork(before, await hogs.snapshot()));
+  if (!hogs.size) return;
+  const work = hogWork(before, await hogs.snapshot());
+  t.work = addWork(t.work, work);
+  t.roundHog.push(workRate(work) ?? 0);
 }
 
 async function hogAlone(hogs: HogPool): Promise<HogWork> {
@@ -235,7 +240,12 @@ async function measure(e: BenchEngine, variants: Variant[], hogs: HogPool, label
 // ---------------------------------------------------------------------------------------------
 // Summaries
 
-const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : NaN);
+function median(xs: number[]): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
 const round = (x: number | null, d = 3) => (x === null || !Number.isFinite(x) ? null : +x.toFixed(d));
 const ratio = (a: number | null | undefined, b: number | null | undefined) => (a != null && b ? round(a / b) : null);
@@ -247,6 +257,7 @@ interface VariantResult {
   rows_per_step: number | null;
   tokens_per_step: number | null;
   hog_units_per_s: number | null;
+  hog_units_per_s_rounds: number[];
   hog_vs_alone: number | null;
   others_cpu: number | null;
   generations: number;
@@ -263,6 +274,7 @@ function summarise(t: Tally, aloneRate: number | null): VariantResult {
     // Committed tokens per tree step (accepted drafts + the bonus token): the acceptance g(budget).
     tokens_per_step: round(t.steps ? t.committed / t.steps : null),
     hog_units_per_s: round(hogRate, 1),
+    hog_units_per_s_rounds: t.roundHog.map((x) => +x.toFixed(1)),
     hog_vs_alone: ratio(hogRate, aloneRate),
     others_cpu: round(mean(t.othersCpu)),
     generations: t.generations,
