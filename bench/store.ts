@@ -31,7 +31,7 @@ function row(i: number): RequestRow {
   return {
     ts: Date.now(), transport: 'socket', kind: 'generate', txn: `bench-${i}`, model: 'tinystories-bita', prompt_tokens: 5,
     output_tokens: 8, queue_ms: 0.4, ttft_ms: 3.1, tpot_ms: 0.9, engine_ms: 8.2, total_ms: 8.9, tokens_per_s: 731,
-    mean_accepted_tokens: 2.1, tree_budget: 10, rows_per_step: 8.5, finish_reason: 'length', outcome: 'ok', error_code: null,
+    mean_accepted_tokens: 2.1, tree_budget: 10, rows_per_step: 8.5, tree_policy: 'throughput', finish_reason: 'length', outcome: 'ok', error_code: null,
   };
 }
 

@@ -17,6 +17,7 @@ import { createLogger } from './logger.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Store } from './store/store.js';
 import { LoadMonitor } from './telemetry/load.js';
+import { boardLoad, LoadFeed } from './sensing/index.js';
 import { TelemetryPublisher } from './telemetry/telemetry.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from './transport/broker.js';
 import { MqttTransport } from './transport/mqtt.js';
@@ -34,7 +35,10 @@ export async function createEngine(cfg: BitadConfig): Promise<Engine> {
     variant: cfg.model.variant,
     threads: cfg.model.threads,
     executionProviders: cfg.model.execution_providers,
-    treeBudget: cfg.model.tree_budget,
+    treePolicy: cfg.tree.policy,
+    treeBudget: cfg.tree.fixed_rows,
+    treeMinRows: cfg.tree.min_rows,
+    treeMaxRows: cfg.tree.max_rows,
   });
 }
 
@@ -53,6 +57,8 @@ export class Controller {
   mqtt: MqttTransport | null = null;
   socket: SocketTransport | null = null;
   private loadMonitor: LoadMonitor | null = null;
+  /** Fast board sensors feeding the engine's tree sizing (and status); separate from the slow LoadMonitor. */
+  private loadFeed: LoadFeed | null = null;
   private telemetry: TelemetryPublisher | null = null;
   private watchdogTimer: NodeJS.Timeout | null = null;
   private readonly notifier: SystemdNotifier;
@@ -110,6 +116,7 @@ export class Controller {
         this.socket = new SocketTransport({ path: cfg.socket.path, dispatcher: this.dispatcher, maxLineBytes: cfg.limits.max_payload_bytes, maxInFlight: cfg.socket.max_in_flight, log });
         await this.socket.start();
       }
+      this.startLoadFeed();
       if (cfg.telemetry.enabled) {
         this.loadMonitor = new LoadMonitor(cfg.telemetry.load_poll_s * 1000, (s) => this.onLoadSample(s));
         this.loadMonitor.start();
@@ -161,6 +168,7 @@ export class Controller {
     if (this.watchdogTimer) clearInterval(this.watchdogTimer);
     this.telemetry?.stop();
     this.loadMonitor?.stop();
+    this.loadFeed?.stop();
     await step('socket', () => this.socket?.stop());
     await step('mqtt', () => this.mqtt?.stop());
     await step('broker', () => this.broker?.close());
@@ -194,12 +202,40 @@ export class Controller {
     this.store.recordLoad({ ...s, queue_depth: this.scheduler?.depth ?? null, tree_budget: this.engine?.info().treeBudget ?? null });
   }
 
+  /** Board load every tree.sense_interval_ms into the engine, where the tree sizing reads it per step. */
+  private startLoadFeed(): void {
+    this.loadFeed = new LoadFeed({
+      intervalMs: this.cfg.tree.sense_interval_ms,
+      onSample: (s) => this.engine?.setLoad(boardLoad(s)),
+    });
+    this.loadFeed.start();
+  }
+
+  /** The tree sizing as `bitad status`, health and telemetry show it (docs/daemon.md "Load-aware tree"). */
+  treeStatus(): Record<string, unknown> | null {
+    const t = this.engine?.info().tree;
+    if (!t) return null;
+    const b = this.loadFeed?.latest;
+    const pct = (x: number | null | undefined) => (x === null || x === undefined ? null : Math.round(x * 1000) / 10);
+    return {
+      policy: t.policy,
+      active: t.active,
+      rows: t.rows,
+      min_rows: t.minRows,
+      max_rows: t.maxRows,
+      reason: t.reason,
+      changes: t.changes,
+      board: b ? { others_cpu_pct: pct(b.othersCpu), self_cpu_pct: pct(b.selfCpu), cpu_temp_c: b.cpuTempC, throttled: b.throttled, gpu_busy_pct: pct(b.gpuBusy) } : null,
+    };
+  }
+
   private telemetrySources() {
     return {
       recent: () => this.dispatcher?.recent ?? [],
       queueDepth: () => this.scheduler?.depth ?? 0,
       busy: () => this.scheduler?.busy ?? false,
       treeBudget: () => this.engine?.info().treeBudget ?? 0,
+      tree: () => this.treeStatus(),
       load: () => this.loadMonitor?.latest ?? null,
       uptimeS: () => this.uptimeS(),
       components: () => this.components(),
@@ -253,6 +289,7 @@ export class Controller {
       context_length: m?.contextLength ?? null,
       bita: m?.bita ?? null,
       tree_budget: m?.treeBudget ?? null,
+      tree: this.treeStatus(),
       queue: { depth: this.scheduler?.depth ?? 0, capacity: this.cfg.queue.capacity, busy: this.scheduler?.busy ?? false },
       engine_responsive: this.engineAlive(),
       uptime_s: Math.round(this.uptimeS()),

@@ -25,13 +25,13 @@ export interface Measured {
 export type Measurements = Pick<
   RequestRow,
   | 'prompt_tokens' | 'output_tokens' | 'queue_ms' | 'ttft_ms' | 'tpot_ms' | 'engine_ms' | 'total_ms' | 'tokens_per_s'
-  | 'mean_accepted_tokens' | 'tree_budget' | 'rows_per_step' | 'finish_reason'
+  | 'mean_accepted_tokens' | 'tree_budget' | 'rows_per_step' | 'tree_policy' | 'finish_reason'
 >;
 
 /** The documented `data.stats` keys of an ok final reply (docs/daemon.md "Envelopes"). */
 const WIRE_STATS = [
   'prompt_tokens', 'output_tokens', 'queue_ms', 'ttft_ms', 'tpot_ms', 'engine_ms', 'total_ms', 'tokens_per_s',
-  'mean_accepted_tokens', 'tree_budget',
+  'mean_accepted_tokens', 'tree_budget', 'rows_per_step', 'tree_policy',
 ] as const;
 export type WireStats = Pick<Measurements, (typeof WIRE_STATS)[number]>;
 
@@ -62,6 +62,7 @@ export function measurements(m: Measured): Measurements {
     mean_accepted_tokens: round(s?.meanAcceptedTokens ?? null),
     tree_budget: m.treeBudget,
     rows_per_step: round(s?.meanRowsPerStep ?? null),
+    tree_policy: s?.treePolicy ?? null,
     finish_reason: s?.finishReason ?? null,
   };
 }

@@ -112,3 +112,12 @@ t.test('unreadable TLS files are configuration errors naming the key, checked be
   t.equal(run.status, 2, 'bitad start exits 2 (configuration error), not 1');
   t.match(run.stderr, /mqtt\.tls\.ca: cannot read .*missing\.pem/);
 });
+
+t.test('the tree section: auto by default within 1–32 rows; bad policies and crossed bounds are refused', async (t) => {
+  t.same(buildConfig({}, { env: {} }).tree, { policy: 'auto', fixed_rows: 10, min_rows: 1, max_rows: 32, sense_interval_ms: 250 });
+  t.equal(buildConfig({}, { env: { BITAD_TREE_POLICY: 'neighbourly' } }).tree.policy, 'neighbourly');
+  t.ok(problems(() => buildConfig({ tree: { policy: 'fast' } }, { env: {} })).some((p) => p.startsWith('tree.policy: must be one of')));
+  t.same(problems(() => buildConfig({ tree: { min_rows: 20, max_rows: 8 } }, { env: {} })), ['tree.min_rows: 20 is above tree.max_rows (8)']);
+  t.ok(problems(() => buildConfig({ tree: { max_rows: 65 } }, { env: {} })).includes('tree.max_rows: must be <= 64'));
+  t.same(problems(() => buildConfig({ model: { tree_budget: 16 } }, { env: {} })), ['model.tree_budget: unknown key'], 'the old key is gone (tree.fixed_rows)');
+});

@@ -50,6 +50,28 @@ t.test('the controller boots from a YAML file, answers over MQTT and the socket,
   store.close();
 });
 
+t.test('the board sensors feed the engine\'s tree sizing; health, telemetry and the request row show the tree', async (t) => {
+  const cfg = buildConfig({ data_dir: join(dir, 'tree'), mqtt: { enabled: false }, telemetry: { enabled: false }, store: { flush_ms: 10 }, tree: { sense_interval_ms: 50 }, log: { level: 'silent' } }, { env: {} });
+  const engine = new FakeEngine({ chunkDelayMs: 0, treeBudget: 7 });
+  const c = new Controller(cfg, { engineFactory: async () => engine, log: silent });
+  await c.start();
+  t.teardown(() => c.stop());
+  for (let i = 0; i < 100 && !(engine.load && c.treeStatus()?.board); i++) await sleep(20);
+  t.ok(engine.load && engine.load.cores >= 1, `the engine got board load readings (${JSON.stringify(engine.load)})`);
+  t.ok(engine.load!.othersCpu >= 0 && engine.load!.othersCpu <= 1, 'others\' CPU share within 0..1');
+  const h = c.health() as { tree: Record<string, unknown> };
+  t.match(h.tree, { policy: 'fixed', active: 'fixed', rows: 7, reason: 'fake engine: 7 rows' });
+  t.match(h.tree.board, { throttled: false });
+  const s = await SocketClient.connect(cfg.socket.path);
+  const r = (await s.request('generate', { prompt: 'a b c', max_tokens: 4 })) as OkReply;
+  s.close();
+  t.match((r.data as { stats: unknown }).stats, { tree_budget: 7, rows_per_step: 7, tree_policy: 'fixed' }, 'the reply says which tree served it');
+  await c.stop();
+  const store = new Store(cfg.store.path, { readonly: true });
+  t.match(store.requestsSince(0)[0], { tree_budget: 7, rows_per_step: 7, tree_policy: 'fixed' }, 'and so does its row');
+  store.close();
+});
+
 t.test('stop drains: queued requests get shutting_down, the running one may finish', async (t) => {
   const cfg = buildConfig({ data_dir: join(dir, 'drain'), mqtt: { enabled: false }, telemetry: { enabled: false }, lifecycle: { drain_timeout_ms: 3000 }, log: { level: 'silent' } }, { env: {} });
   const engine = new FakeEngine({ chunkDelayMs: 10 });
@@ -160,6 +182,8 @@ t.test('bitad start runs as a process: ask and status over the socket, stats fro
   const status = await run(['status']);
   t.match(status.out, /model\s+fake/);
   t.match(status.out, /queue\s+0\/16 waiting/);
+  t.match(status.out, /tree\s+10 rows \(fixed, 1–32, 0 changes\): fake engine: 10 rows/, 'the tree: rows in use, policy, bounds, why');
+  t.match(status.out, /board\s+(others [\d.]+ % cpu|not sensed yet)/, 'what the tree sizing sees of the board');
   await sleep(50);
   const stats = await run(['stats', '--since', '1h']);
   t.equal(stats.code, 0, stats.err);

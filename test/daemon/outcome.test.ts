@@ -44,7 +44,7 @@ t.test('the final reply stats and the stored row agree field by field (same roun
     const stats = (f.data as { stats: Record<string, number | null> }).stats;
     t.same(Object.keys(stats), [
       'prompt_tokens', 'output_tokens', 'queue_ms', 'ttft_ms', 'tpot_ms', 'engine_ms', 'total_ms', 'tokens_per_s',
-      'mean_accepted_tokens', 'tree_budget',
+      'mean_accepted_tokens', 'tree_budget', 'rows_per_step', 'tree_policy',
     ], 'the documented data.stats keys');
     const row = d.rows().find((r) => r.txn === p.transaction) as unknown as Record<string, unknown>;
     t.same(Object.fromEntries(Object.keys(stats).map((k) => [k, row[k]])), stats, `max_tokens ${maxTokens}: row = wire`);

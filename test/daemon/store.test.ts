@@ -25,7 +25,7 @@ function row(over: Partial<RequestRow> = {}): RequestRow {
   return {
     ts: Date.now(), transport: 'socket', kind: 'generate', txn: 't', model: 'm', prompt_tokens: 3, output_tokens: 10,
     queue_ms: 1, ttft_ms: 5, tpot_ms: 2, engine_ms: 25, total_ms: 27, tokens_per_s: 400, mean_accepted_tokens: 2.5,
-    tree_budget: 16, rows_per_step: 12, finish_reason: 'length', outcome: 'ok', error_code: null, ...over,
+    tree_budget: 16, rows_per_step: 12, tree_policy: 'throughput', finish_reason: 'length', outcome: 'ok', error_code: null, ...over,
   };
 }
 

@@ -23,7 +23,7 @@ export async function status(socket: string, json: boolean): Promise<number> {
   const lines = [
     `state        ${d.state} (bitad ${d.version}, node ${d.node_id})`,
     `model        ${d.model} (context ${d.context_length}, bita ${d.bita})`,
-    `tree budget  ${d.tree_budget} rows`,
+    ...treeLines(d.tree, d.tree_budget),
     `queue        ${d.queue.depth}/${d.queue.capacity} waiting, ${d.queue.busy ? 'generating' : 'idle'}, engine ${d.engine_responsive ? 'responsive' : 'STALLED'}`,
     `requests     ${d.requests.accepted} accepted, ${d.requests.rejected} rejected, ${d.requests.duplicates} duplicates dropped`,
     `mqtt         ${d.mqtt ? `${d.mqtt.base} (${d.mqtt.connected ? 'connected' : 'disconnected'})` : 'off'}`,
@@ -35,4 +35,18 @@ export async function status(socket: string, json: boolean): Promise<number> {
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
+}
+
+/** The load-aware tree: rows in use, policy (and what auto resolved to), why, and the board it sees. */
+function treeLines(tree: Record<string, any> | null | undefined, budget: number | null): string[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+  if (!tree) return [`tree         ${budget ?? '-'} rows`];
+  const policy = tree.policy === tree.active ? tree.policy : `${tree.policy} → ${tree.active}`;
+  const b = tree.board;
+  const board = b
+    ? `others ${b.others_cpu_pct ?? '-'} % cpu, self ${b.self_cpu_pct ?? '-'} %, temp ${b.cpu_temp_c ?? '-'} °C${b.throttled ? ', THROTTLED' : ''}${b.gpu_busy_pct !== null ? `, gpu ${b.gpu_busy_pct} %` : ''}`
+    : 'not sensed yet';
+  return [
+    `tree         ${tree.rows} rows (${policy}, ${tree.min_rows}–${tree.max_rows}, ${tree.changes} changes): ${tree.reason}`,
+    `board        ${board}`,
+  ];
 }

@@ -68,6 +68,9 @@ export function buildConfig(input: unknown, opts: BuildOptions = {}): BitadConfi
     // <base_topic>/fleet/request/+ is the shared fleet queue; a node of that name would also own it.
     throw new ConfigError(['node_id: "fleet" is reserved when mqtt.shared_group is set']);
   }
+  if (cfg.tree.min_rows > cfg.tree.max_rows) {
+    throw new ConfigError([`tree.min_rows: ${cfg.tree.min_rows} is above tree.max_rows (${cfg.tree.max_rows})`]);
+  }
   // aedes speaks MQTT 3.1.1 only (platform-notes): the embedded broker forces protocol 4.
   if (cfg.mqtt.embedded) cfg.mqtt.protocol_version = 4;
   return cfg;

@@ -37,7 +37,18 @@ const { default: _rootDefault, ...root } = obj({
     variant: str('default'),
     threads: int(0, 0, 64, 'ORT intra-op threads; 0 = chosen from the model size (1 for tiny models, else up to 4).'),
     execution_providers: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, default: ['cpu'] },
-    tree_budget: { type: 'integer', minimum: 1, maximum: 1024, description: 'Initial draft-tree row budget (engine default if unset).' },
+  }),
+  tree: obj({
+    policy: {
+      type: 'string',
+      enum: ['auto', 'throughput', 'neighbourly', 'fixed'],
+      default: 'auto',
+      description: 'How draft trees are sized: auto (throughput, neighbourly when the board is busy, hot or throttled), throughput, neighbourly, or fixed (fixed_rows).',
+    },
+    fixed_rows: int(10, 1, 64, 'Rows per step for policy fixed and for sampled requests (whose tree stays fixed so a seed reproduces its tokens).'),
+    min_rows: int(1, 1, 64, 'Smallest tree the adaptive policies choose (1 = plain decoding).'),
+    max_rows: int(32, 1, 64, 'Largest tree any policy uses.'),
+    sense_interval_ms: int(250, 50, 60_000, 'How often the board sensors (/proc, thermal zones, GPU load) are read for the tree sizing.'),
   }),
   mqtt: obj({
     enabled: bool(true),
@@ -114,7 +125,13 @@ export interface BitadConfig {
     variant: string;
     threads: number;
     execution_providers: string[];
-    tree_budget?: number;
+  };
+  tree: {
+    policy: 'auto' | 'throughput' | 'neighbourly' | 'fixed';
+    fixed_rows: number;
+    min_rows: number;
+    max_rows: number;
+    sense_interval_ms: number;
   };
   mqtt: {
     enabled: boolean;

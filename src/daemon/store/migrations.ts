@@ -38,4 +38,6 @@ export const MIGRATIONS: string[] = [
      tree_budget INTEGER,
      throttled INTEGER
    );`,
+  // 2: which tree policy sized the request (load-aware tree)
+  `ALTER TABLE requests ADD COLUMN tree_policy TEXT;  -- throughput | neighbourly | fixed | plain`,
 ];

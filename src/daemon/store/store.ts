@@ -36,6 +36,7 @@ export interface RequestRow {
   mean_accepted_tokens: number | null;
   tree_budget: number | null;
   rows_per_step: number | null;
+  tree_policy: string | null;
   finish_reason: string | null;
   outcome: 'ok' | 'error';
   error_code: string | null;
@@ -81,7 +82,7 @@ export class StoreSchemaError extends Error {}
 
 const REQUEST_COLUMNS = [
   'ts', 'transport', 'kind', 'txn', 'model', 'prompt_tokens', 'output_tokens', 'queue_ms', 'ttft_ms', 'tpot_ms',
-  'engine_ms', 'total_ms', 'tokens_per_s', 'mean_accepted_tokens', 'tree_budget', 'rows_per_step', 'finish_reason',
+  'engine_ms', 'total_ms', 'tokens_per_s', 'mean_accepted_tokens', 'tree_budget', 'rows_per_step', 'tree_policy', 'finish_reason',
   'outcome', 'error_code',
 ] as const;
 const LOAD_COLUMNS = ['ts', 'cpu_load_pct', 'cpu_temp_c', 'gpu_load_pct', 'mem_used_mb', 'rss_mb', 'queue_depth', 'tree_budget', 'throttled'] as const;

@@ -9,6 +9,7 @@ export interface TelemetrySources {
   queueDepth: () => number;
   busy: () => boolean;
   treeBudget: () => number;
+  tree: () => Record<string, unknown> | null;
   load: () => LoadSample | null;
   uptimeS: () => number;
   components: () => Components;
@@ -36,6 +37,7 @@ export function telemetrySnapshot(src: TelemetrySources, windowMs: number, now =
     total_ms_p95: s.total_ms.p95,
     mean_accepted_tokens: s.mean_accepted_tokens,
     tree_budget: src.treeBudget(),
+    tree: src.tree(),
     queue_depth: src.queueDepth(),
     busy: src.busy(),
     load: src.load(),

@@ -12,7 +12,7 @@ import { FakeEngine, type FakeEngineOptions } from './fake-engine.js';
 const { values } = parseArgs({ options: { config: { type: 'string' } } });
 const opts = JSON.parse(process.env.FAKE_ENGINE ?? '{}') as FakeEngineOptions;
 
-start(values.config, { engineFactory: async (cfg) => new FakeEngine({ treeBudget: cfg.model.tree_budget, ...opts }) }).then(
+start(values.config, { engineFactory: async (cfg) => new FakeEngine({ treeBudget: cfg.tree.fixed_rows, ...opts }) }).then(
   (code) => process.exit(code),
   (e: unknown) => {
     process.stderr.write(`fake-daemon: ${(e as Error).message ?? e}\n`);
