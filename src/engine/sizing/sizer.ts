@@ -1,0 +1,307 @@
+/**
+ * TreeSizer: the row budget of the next tree step, from the measured step cost, the expected gain and
+ * the board's load (bita.md section 6, "Load-aware tree size"; policies in load.ts).
+ *
+ * Called before every step (steps take ~0.5 ms), so a decision allocates nothing and costs a few µs:
+ * the cost and gain curves are refreshed into preallocated arrays and bestBudget scans them. The
+ * budget moves only when the new one is predicted clearly better (hysteresis) and by at most a
+ * factor maxMove per step, and every exploreEvery steps one step runs at a neighbouring size so the
+ * cost and gain there stay measured.
+ */
+import type { BoardLoad, TreePolicy } from '../load.js';
+import { bestBudget, NEIGHBOURLY_LOSS, rateAt } from './budget.js';
+import { StepCost } from './cost.js';
+import { GainCurve } from './gain.js';
+
+/** Largest tree the sizer will ask for (generate.ts MAX_TREE_ROWS). */
+export const SIZER_MAX_ROWS = 64;
+
+export type ActivePolicy = 'throughput' | 'neighbourly' | 'fixed';
+
+export interface TreeSizerConfig {
+  policy: TreePolicy;
+  /** The budget under 'fixed', and under the others until cost and gain have been measured. */
+  fixedRows: number;
+  minRows: number;
+  /** <= SIZER_MAX_ROWS. */
+  maxRows: number;
+  /** Neighbourly picks the smallest tree within this share of the best predicted tokens/s. */
+  neighbourlyLoss: number;
+  /** Switch only when the new budget is predicted this much better (0.03 = 3 %). */
+  hysteresis: number;
+  /** One decision moves the budget by at most this factor (and at least one row). */
+  maxMove: number;
+  /** Every this many steps one step probes a neighbouring size (0 = never). */
+  exploreEvery: number;
+  /** Auto turns neighbourly when others use this share of the board's CPU; null = half a core. */
+  busyShare: number | null;
+  /** Auto turns neighbourly at this CPU temperature (°C). */
+  hotC: number;
+  /** Half-life of the cost model and of the gain calibration, in steps. */
+  halfLife: number;
+  /** Half-life of the builder-curve average, in curves. */
+  curveHalfLife: number;
+}
+
+export const TREE_SIZER_DEFAULTS: Readonly<TreeSizerConfig> = {
+  policy: 'auto',
+  fixedRows: 10, // best fixed budget on the idle 2-core VM (engine/index.ts DEFAULT_TREE_BUDGET)
+  minRows: 1,
+  maxRows: SIZER_MAX_ROWS,
+  neighbourlyLoss: NEIGHBOURLY_LOSS,
+  hysteresis: 0.03,
+  maxMove: 2,
+  exploreEvery: 16, // 4 probe sizes in turn: each refreshed every 64 steps, a third of a half-life
+  busyShare: null,
+  hotC: 75,
+  halfLife: 200, // 0.1–1 s of steps: follows a load change within a second or two
+  curveHalfLife: 8,
+};
+
+/** Auto leaves neighbourly only when others use under this share of the busy threshold ... */
+const AUTO_CALM_SHARE = 0.6;
+/** ... and the CPU is this many °C under hotC (so the mode does not flap at the threshold). */
+const AUTO_COOL_C = 5;
+
+/** Most extra margin for an unsure prediction (an unmeasured size may still be taken if far better). */
+const MAX_DOUBT = 0.25;
+/** Standard errors a shrink discounts: it is optional, and of the many sizes scanned one looks good by chance. */
+const SHRINK_Z = 1.5;
+/** Cap on the measured relative spread of one step's ms (a run of outliers must not freeze the sizer). */
+const MAX_NOISE = 0.5;
+
+const CAUSE_NONE = 0;
+const CAUSE_BUSY = 1;
+const CAUSE_HOT = 2;
+const CAUSE_THROTTLED = 3;
+
+export interface TreeSizerState {
+  /** The budget (probe steps aside). */
+  rows: number;
+  /** As configured. */
+  policy: TreePolicy;
+  active: ActivePolicy;
+  /** For `bitad status`. */
+  reason: string;
+  /** Budget changes so far. */
+  changes: number;
+}
+
+export class TreeSizer {
+  readonly cost: StepCost;
+  readonly gain: GainCurve;
+  private readonly cfg: TreeSizerConfig;
+  private readonly candidates: Int32Array; // [minRows..maxRows]
+  private readonly t: Float64Array; // [maxRows + 1] predicted step ms by row count
+  private readonly g: Float64Array; // [maxRows + 1] expected committed tokens by row count
+  private rows: number;
+  private active: ActivePolicy;
+  private changes = 0;
+  private steps = 0;
+  private probes = 0;
+  private readonly probeFactors: Float64Array;
+  // Last load seen and why auto is neighbourly (for the reason text).
+  private cause = CAUSE_NONE;
+  private othersCpu = 0;
+  private tempC: number | null = null;
+  private cached = 0; // at the last decision, for the reason text
+
+  constructor(config: Partial<TreeSizerConfig> = {}) {
+    const cfg = { ...TREE_SIZER_DEFAULTS, ...config };
+    validate(cfg);
+    this.cfg = cfg;
+    this.cost = new StepCost(cfg.maxRows, cfg.halfLife);
+    this.gain = new GainCurve(cfg.maxRows, cfg.halfLife, cfg.curveHalfLife);
+    this.candidates = new Int32Array(cfg.maxRows - cfg.minRows + 1);
+    for (let i = 0; i < this.candidates.length; i++) this.candidates[i] = cfg.minRows + i;
+    this.t = new Float64Array(cfg.maxRows + 1);
+    this.g = new Float64Array(cfg.maxRows + 1);
+    const m = cfg.maxMove;
+    this.probeFactors = Float64Array.of(m, 1 / m, Math.sqrt(m), 1 / Math.sqrt(m));
+    this.active = cfg.policy === 'auto' ? 'throughput' : cfg.policy;
+    this.rows = this.startRows();
+  }
+
+  /** Rows for the next step. `cached`: tokens in the KV cache; `load`: latest sensors (null: none). */
+  next(cached: number, load: BoardLoad | null): number {
+    if (this.cfg.policy === 'fixed') return this.rows;
+    this.cached = cached;
+    if (this.cfg.policy === 'auto') this.resolveAuto(load);
+    if (!this.cost.ready || !this.gain.ready) return this.rows;
+    this.steps++;
+    const every = this.cfg.exploreEvery;
+    if (every > 0 && this.steps % every === 0) {
+      const probe = this.probe();
+      if (probe !== this.rows) return probe;
+    }
+    this.decide(cached);
+    return this.rows;
+  }
+
+  /** A step ran: `rows` fed, `cached` tokens before it, `ms` wall time (run + host), `committed` tokens. */
+  record(rows: number, cached: number, ms: number, committed: number): void {
+    this.cost.observe(rows, cached, ms);
+    this.gain.observe(rows, committed);
+  }
+
+  /** A timed calibration forward (no tokens committed). */
+  calibrate(rows: number, cached: number, ms: number): void {
+    this.cost.observe(rows, cached, ms);
+  }
+
+  /** The builder's expected-committed-tokens curve: cum[r] for r = 1..n. */
+  recordCurve(cum: ArrayLike<number>, n: number): void {
+    this.gain.recordCurve(cum, n);
+  }
+
+  /** Changes the policy (and the fixed budget) at run time; the models keep what they learned. */
+  setPolicy(policy: TreePolicy, fixedRows: number = this.cfg.fixedRows): void {
+    const cfg = { ...this.cfg, policy, fixedRows };
+    validate(cfg);
+    this.cfg.policy = policy;
+    this.cfg.fixedRows = fixedRows;
+    this.active = policy === 'auto' ? 'throughput' : policy;
+    this.cause = CAUSE_NONE;
+    const rows = policy === 'fixed' ? this.startRows() : this.rows;
+    if (rows !== this.rows) this.changes++;
+    this.rows = rows;
+  }
+
+  get state(): TreeSizerState {
+    return { rows: this.rows, policy: this.cfg.policy, active: this.active, reason: this.reason(), changes: this.changes };
+  }
+
+  private startRows(): number {
+    const { fixedRows, policy, minRows, maxRows } = this.cfg;
+    return Math.min(maxRows, Math.max(policy === 'fixed' ? 1 : minRows, fixedRows));
+  }
+
+  /** Auto: neighbourly on a busy, hot or throttled board; back to throughput only when clearly calm. */
+  private resolveAuto(load: BoardLoad | null): void {
+    if (!load) return; // no new reading: keep the mode
+    const cfg = this.cfg;
+    const busy = cfg.busyShare ?? 0.5 / Math.max(1, load.cores);
+    this.othersCpu = load.othersCpu;
+    this.tempC = load.tempC;
+    const temp = load.tempC ?? -Infinity;
+    if (this.active === 'throughput') {
+      this.cause = load.throttled ? CAUSE_THROTTLED : temp >= cfg.hotC ? CAUSE_HOT : load.othersCpu >= busy ? CAUSE_BUSY : CAUSE_NONE;
+      if (this.cause !== CAUSE_NONE) this.active = 'neighbourly';
+      return;
+    }
+    const warm = temp >= cfg.hotC - AUTO_COOL_C;
+    const notCalm = load.othersCpu >= AUTO_CALM_SHARE * busy;
+    this.cause = load.throttled ? CAUSE_THROTTLED : warm ? CAUSE_HOT : notCalm ? CAUSE_BUSY : CAUSE_NONE;
+    if (this.cause === CAUSE_NONE) this.active = 'throughput';
+  }
+
+  /** Refreshes the curves at `cached` and moves the budget if a clearly better one is in reach. */
+  private decide(cached: number): void {
+    const { minRows, maxRows, hysteresis: h, neighbourlyLoss: loss } = this.cfg;
+    const { t, g, candidates } = this;
+    this.cost.predict(cached, t, minRows, maxRows);
+    this.gain.fill(g, minRows, maxRows);
+    const cur = this.rows;
+    const best = bestBudget(candidates, t, g, 'throughput');
+    let target: number;
+    if (this.active === 'throughput') {
+      target = this.clampMove(best);
+      if (!(rateAt(t, g, target) >= (1 + h) * (1 + this.doubt(target)) * rateAt(t, g, cur))) target = cur;
+    } else {
+      // Neighbourly: the band is every size within `loss` of the best predicted tokens/s.
+      const floor = (1 - loss) * rateAt(t, g, best);
+      if (rateAt(t, g, cur) * (1 + h) * (1 + this.doubt(best)) < floor) {
+        // Clearly outside: the smallest size in reach that is surely inside, else toward the best.
+        target = this.smallestInBand(this.clampMove(1), this.clampMove(maxRows), floor);
+        if (target < 0) target = this.clampMove(best);
+      } else {
+        // Inside: only shrink, and only to a size surely inside.
+        target = this.smallestInBand(this.clampMove(1), cur - 1, floor);
+        if (target < 0) target = cur;
+      }
+    }
+    if (target !== cur) {
+      this.rows = target;
+      this.changes++;
+    }
+  }
+
+  /**
+   * The smallest size in lo..hi whose predicted tokens/ms stays >= floor even when discounted by
+   * SHRINK_Z times its doubt. -1 if none. Leaving the band takes a
+   * further drop of `hysteresis` (decide), so shrinking and leaving do not alternate.
+   */
+  private smallestInBand(lo: number, hi: number, floor: number): number {
+    const { t, g } = this;
+    for (let r = lo; r <= hi; r++) {
+      if (rateAt(t, g, r) * (1 - SHRINK_Z * this.doubt(r)) >= floor) return r;
+    }
+    return -1;
+  }
+
+  /**
+   * Extra margin a move to `rows` must clear because its predicted cost rests on few samples: one
+   * standard error of the mean there (a size seen only on probes has ~5 samples, ±5 % at ±20 % noise).
+   * Without it the budget jumps to whichever rarely-measured size last drew a low sample, and back.
+   */
+  private doubt(rows: number): number {
+    const w = this.cost.weight(rows);
+    if (!(w > 0)) return MAX_DOUBT;
+    const cv = Math.min(MAX_NOISE, this.cost.noise(this.rows));
+    return Math.min(MAX_DOUBT, cv / Math.sqrt(w));
+  }
+
+  /** Bounded move toward `target`: within [cur / maxMove, cur * maxMove], at least one row. */
+  private clampMove(target: number): number {
+    const { minRows, maxRows, maxMove } = this.cfg;
+    const cur = this.rows;
+    const lo = Math.max(minRows, Math.min(cur - 1, Math.ceil(cur / maxMove)));
+    const hi = Math.min(maxRows, Math.max(cur + 1, Math.floor(cur * maxMove)));
+    return Math.min(hi, Math.max(lo, target));
+  }
+
+  /** The next probe size in turn: up and down by maxMove and by its square root. */
+  private probe(): number {
+    const f = this.probeFactors[this.probes++ & 3];
+    let p = Math.round(this.rows * f);
+    if (p === this.rows) p += f > 1 ? 1 : -1;
+    return Math.min(this.cfg.maxRows, Math.max(this.cfg.minRows, p));
+  }
+
+  private reason(): string {
+    const { policy } = this.cfg;
+    const rows = `${this.rows} row${this.rows === 1 ? '' : 's'}`;
+    if (policy === 'fixed') return `fixed: ${rows}`;
+    let head: string = this.active;
+    if (policy === 'auto') head = `auto→${this.active}${this.active === 'neighbourly' ? `: ${this.causeText()};` : ':'}`;
+    else head += ':';
+    if (!this.cost.ready || !this.gain.ready) return `${head} ${rows} until step costs and the gain curve are measured`;
+    const ms = this.cost.at(this.rows, this.cached);
+    const tokens = this.gain.at(this.rows);
+    return `${head} ${rows}, predicted ${tokens.toFixed(1)} tok/step at ${ms.toFixed(2)} ms`;
+  }
+
+  private causeText(): string {
+    if (this.cause === CAUSE_THROTTLED) return 'board throttled';
+    if (this.cause === CAUSE_HOT) return `CPU at ${Math.round(this.tempC ?? 0)} °C (hot from ${this.cfg.hotC} °C)`;
+    return `others use ${Math.round(this.othersCpu * 100)} % CPU`;
+  }
+
+}
+
+function validate(cfg: TreeSizerConfig): void {
+  const int = (x: number) => Number.isInteger(x);
+  const need = (ok: boolean, what: string) => {
+    if (!ok) throw new RangeError(`tree sizer: ${what}`);
+  };
+  need(int(cfg.minRows) && cfg.minRows >= 1, 'minRows must be an integer >= 1');
+  need(int(cfg.maxRows) && cfg.maxRows >= cfg.minRows && cfg.maxRows <= SIZER_MAX_ROWS, `maxRows must be an integer in minRows..${SIZER_MAX_ROWS}`);
+  need(int(cfg.fixedRows) && cfg.fixedRows >= 1, 'fixedRows must be an integer >= 1');
+  need(cfg.neighbourlyLoss >= 0 && cfg.neighbourlyLoss < 1, 'neighbourlyLoss must be in [0, 1)');
+  need(cfg.hysteresis >= 0 && cfg.hysteresis < 1, 'hysteresis must be in [0, 1)');
+  need(cfg.maxMove > 1, 'maxMove must be > 1');
+  need(int(cfg.exploreEvery) && cfg.exploreEvery >= 0, 'exploreEvery must be an integer >= 0');
+  need(cfg.busyShare === null || (cfg.busyShare > 0 && cfg.busyShare <= 1), 'busyShare must be in (0, 1] or null');
+  need(Number.isFinite(cfg.hotC), 'hotC must be a number');
+  need(cfg.halfLife > 0 && cfg.curveHalfLife > 0, 'half-lives must be > 0');
+}

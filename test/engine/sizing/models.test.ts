@@ -1,0 +1,76 @@
+import t from 'tap';
+import { bestBudget, GainCurve, rateAt, StepCost } from '../../../src/engine/sizing/index.js';
+
+const byRows = (f: (r: number) => number, n = 64) => Float64Array.from({ length: n + 1 }, (_, r) => (r === 0 ? NaN : f(r)));
+const ROWS = Int32Array.from({ length: 64 }, (_, i) => i + 1);
+const cost = byRows((r) => 0.5 + 0.01 * r);
+const gain = byRows((r) => 1 + 3 * (1 - Math.exp(-(r - 1) / 10)));
+
+t.test('bestBudget is pure: same input, same output, inputs untouched', async (t) => {
+  const c0 = cost.slice();
+  const g0 = gain.slice();
+  for (const policy of ['throughput', 'neighbourly'] as const) {
+    const a = bestBudget(ROWS, cost, gain, policy, 0.08);
+    t.equal(bestBudget(ROWS, cost, gain, policy, 0.08), a, policy);
+  }
+  t.same(cost, c0);
+  t.same(gain, g0);
+});
+
+t.test('throughput is the brute-force argmax; neighbourly the smallest within the loss', async (t) => {
+  let best = 1;
+  for (let r = 1; r <= 64; r++) if (rateAt(cost, gain, r) > rateAt(cost, gain, best)) best = r;
+  t.equal(bestBudget(ROWS, cost, gain, 'throughput'), best);
+  const n = bestBudget(ROWS, cost, gain, 'neighbourly', 0.08);
+  t.ok(n < best, `neighbourly ${n} < throughput ${best}`);
+  t.ok(rateAt(cost, gain, n) >= 0.92 * rateAt(cost, gain, best));
+  t.ok(rateAt(cost, gain, n - 1) < 0.92 * rateAt(cost, gain, best), 'one smaller is outside the band');
+  t.equal(bestBudget(ROWS, cost, gain, 'neighbourly', 0), best, 'zero loss is throughput');
+  t.equal(bestBudget([1], cost, gain, 'throughput'), 1);
+  t.throws(() => bestBudget([], cost, gain, 'throughput'));
+});
+
+t.test('StepCost interpolates, stays monotone, learns the cached slope and follows a change', async (t) => {
+  const c = new StepCost(64, 200);
+  t.notOk(c.ready);
+  for (let i = 0; i < 20; i++) {
+    c.observe(4, 100, 1.0);
+    c.observe(16, 100, 2.0);
+    c.observe(8, 100, 0.9); // noisy bucket below its smaller neighbour: pooled
+  }
+  t.ok(c.ready);
+  t.ok(Math.abs(c.at(10, 100) - c.at(8, 100) - (c.at(16, 100) - c.at(8, 100)) / 4) < 1e-9, 'linear between points');
+  const out = new Float64Array(65);
+  c.predict(100, out, 1, 64);
+  for (let r = 2; r <= 64; r++) t.ok(out[r] >= out[r - 1], `monotone at ${r}`);
+  t.ok(out[64] > out[16], 'grows past the last measured size');
+  // Cached slope: 1 ms + 0.004 ms per cached token at 32 rows; a size seen at one length only
+  // (calibration) borrows the shared trend.
+  const s = new StepCost(64, 200);
+  for (let cached = 0; cached <= 400; cached += 10) s.observe(32, cached, 1 + 0.004 * cached);
+  s.observe(48, 0, 1.5);
+  t.ok(Math.abs(s.at(32, 400) - 2.6) < 0.05, `at 400 cached: ${s.at(32, 400).toFixed(2)}`);
+  t.ok(s.at(48, 400) > 2.6, `a size calibrated at 0 cached grows too: ${s.at(48, 400).toFixed(2)}`);
+  // Follow a change: 3 half-lives at the new level.
+  for (let i = 0; i < 600; i++) c.observe(4, 100, 3.0);
+  t.ok(Math.abs(c.at(4, 100) - 3) < 0.3, `after the change: ${c.at(4, 100).toFixed(2)}`);
+  t.ok(c.weight(4) > 100 && c.weight(5) < c.weight(4), 'weights');
+});
+
+t.test('GainCurve: g(1) = 1, the builder shape, calibrated by what is committed', async (t) => {
+  const g = new GainCurve(64, 200, 8);
+  t.equal(g.at(10), 1, 'no curve yet');
+  const cum = byRows((r) => 1 + 2 * (1 - Math.exp(-(r - 1) / 5)));
+  g.recordCurve(cum, 64);
+  t.equal(g.at(1), 1);
+  t.ok(Math.abs(g.at(10) - cum[10]) < 1e-9, 'uncalibrated: the builder curve');
+  // The builder is 2x over-optimistic: real steps commit 1 + half its excess.
+  for (let i = 0; i < 2000; i++) g.observe(10, 1 + (cum[10] - 1) / 2);
+  t.ok(Math.abs(g.calibration - 0.5) < 0.01, `calibration ${g.calibration.toFixed(3)}`);
+  t.ok(Math.abs(g.at(20) - (1 + (cum[20] - 1) / 2)) < 0.02);
+  t.equal(g.at(1), 1);
+  g.recordCurve(cum, 5);
+  const out = new Float64Array(65);
+  g.fill(out, 1, 64);
+  for (let r = 2; r <= 64; r++) t.ok(out[r] >= out[r - 1]);
+});

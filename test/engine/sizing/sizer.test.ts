@@ -1,0 +1,304 @@
+import t from 'tap';
+import type { BoardLoad } from '../../../src/engine/load.js';
+import { TreeSizer, type TreeSizerConfig } from '../../../src/engine/sizing/index.js';
+
+// --- A simulated engine: true step cost and gain, noisy measurements, a seeded PRNG. ---
+
+/** mulberry32: small, seeded, deterministic. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Piecewise-linear cost from a measured table (rows → ms). */
+function table(points: Array<[number, number]>): (r: number) => number {
+  return (r) => {
+    for (let i = 1; i < points.length; i++) {
+      const [r0, t0] = points[i - 1];
+      const [r1, t1] = points[i];
+      if (r <= r1) return t0 + ((Math.max(r, r0) - r0) / (r1 - r0)) * (t1 - t0);
+    }
+    return points[points.length - 1][1];
+  };
+}
+
+// The step costs measured in the brief (ms): a 0.26 M model and a 15 M model with vocab 32000.
+const SMALL = table([[1, 0.49], [4, 0.47], [8, 0.51], [16, 0.61], [32, 0.82], [64, 1.1]]);
+const LARGE = table([[1, 2.89], [4, 3.52], [8, 3.86], [16, 5.47], [32, 8.86], [64, 15.6]]);
+const LINEAR = (r: number) => 1 + 0.05 * r;
+
+/** Concave gain saturating at depth `s`: g(r) = 1 + A (1 - e^{-(r-1)/s}). */
+const saturating = (A: number, s: number) => (r: number) => 1 + A * (1 - Math.exp(-(r - 1) / s));
+
+interface World {
+  /** True mean step ms at `rows` with `cached` tokens in the cache. */
+  cost: (rows: number, cached: number) => number;
+  /** True mean committed tokens per step. */
+  gain: (rows: number) => number;
+  /** What the tree builder predicts (may be biased). */
+  curve: (rows: number) => number;
+}
+
+function world(base: (r: number) => number, gain: (r: number) => number, builderBias = 1): World {
+  return {
+    // Attention grows with rows × cached: +25 % at 64 rows and 400 cached, plus a little per token.
+    cost: (r, c) => base(r) * (1 + (0.25 * r * c) / (64 * 400) + c / 4000),
+    gain,
+    curve: (r) => 1 + builderBias * (gain(r) - 1),
+  };
+}
+
+function poisson(rng: () => number, mean: number): number {
+  const limit = Math.exp(-mean);
+  let k = 0;
+  for (let p = rng(); p > limit; p *= rng()) k++;
+  return k;
+}
+
+const CALIBRATION_ROWS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64];
+
+class Sim {
+  readonly rng: () => number;
+  readonly sizer: TreeSizer;
+  cached = 20;
+  steps = 0;
+  private readonly cum = new Float64Array(65);
+
+  constructor(public w: World, config: Partial<TreeSizerConfig>, seed: number, public noise = 0.2) {
+    this.rng = prng(seed);
+    this.sizer = new TreeSizer(config);
+    for (const r of CALIBRATION_ROWS) for (let i = 0; i < 2; i++) this.sizer.calibrate(r, 0, this.ms(r, 0));
+  }
+
+  ms(rows: number, cached: number): number {
+    return this.w.cost(rows, cached) * (1 + this.noise * (2 * this.rng() - 1));
+  }
+
+  /** Runs `n` steps; `each` sees the budget decided for every step (probe steps included). */
+  run(n: number, load: BoardLoad | null = null, each?: (rows: number, sim: Sim) => void): void {
+    for (let i = 0; i < n; i++) {
+      if (this.steps % 8 === 0) {
+        for (let r = 1; r <= 64; r++) this.cum[r] = this.w.curve(r);
+        this.sizer.recordCurve(this.cum, 64);
+      }
+      const rows = this.sizer.next(this.cached, load);
+      each?.(rows, this);
+      const committed = 1 + poisson(this.rng, this.w.gain(rows) - 1);
+      this.sizer.record(rows, this.cached, this.ms(rows, this.cached), committed);
+      this.cached += committed;
+      if (this.cached > 400) this.cached = 20; // next request
+      this.steps++;
+    }
+  }
+
+  /** True tokens/ms at `rows` over the best over 1..64, at the current cached length. */
+  efficiency(rows: number): number {
+    return this.rate(rows) / this.rate(this.bestRows());
+  }
+
+  rate(rows: number): number {
+    return this.w.gain(rows) / this.w.cost(rows, this.cached);
+  }
+
+  bestRows(): number {
+    let best = 1;
+    for (let r = 2; r <= 64; r++) if (this.rate(r) > this.rate(best)) best = r;
+    return best;
+  }
+}
+
+/** Mean efficiency of the budget (sizer.state.rows, not probes) over `n` steps. */
+function meanEfficiency(sim: Sim, n: number, load: BoardLoad | null = null): number {
+  let sum = 0;
+  sim.run(n, load, (_, s) => {
+    sum += s.efficiency(s.sizer.state.rows);
+  });
+  return sum / n;
+}
+
+const SHAPES: Array<[string, World]> = [
+  ['small model, drafts good to depth 4', world(SMALL, saturating(1.5, 4))],
+  ['small model, deep drafts', world(SMALL, saturating(4, 30))],
+  ['large model, shallow drafts', world(LARGE, saturating(1.2, 3))],
+  ['large model, deep drafts', world(LARGE, saturating(3, 20))],
+  ['linear cost, weak drafts', world(LINEAR, saturating(0.3, 2))],
+  ['large model, builder 1.8x over-optimistic', world(LARGE, saturating(2, 8), 1.8)],
+  ['small model, builder 0.6x pessimistic', world(SMALL, saturating(3, 12), 0.6)],
+];
+
+t.test('the throughput sizer lands within 5 % of the best budget found by brute force', async (t) => {
+  for (const [name, w] of SHAPES) {
+    for (const seed of [1, 2]) {
+      const sim = new Sim(w, { policy: 'throughput' }, seed);
+      sim.run(1500);
+      const eff = meanEfficiency(sim, 1000);
+      t.ok(eff >= 0.95, `${name} (seed ${seed}): ${(eff * 100).toFixed(1)} % of the best (rows ${sim.sizer.state.rows}, best ${sim.bestRows()})`);
+    }
+  }
+});
+
+t.test('noisy stationary input does not make the budget oscillate', async (t) => {
+  // ±20 % noise on every step's ms, Poisson committed tokens. Bound: 10 switches per 1000 steps.
+  for (const [name, w] of SHAPES.slice(0, 4)) {
+    const sim = new Sim(w, { policy: 'throughput' }, 7);
+    sim.run(1000);
+    const before = sim.sizer.state.changes;
+    sim.run(3000);
+    const per1000 = (sim.sizer.state.changes - before) / 3;
+    t.ok(per1000 <= 10, `${name}: ${per1000.toFixed(1)} switches per 1000 steps`);
+  }
+});
+
+t.test('a load change is followed within a bounded number of steps', async (t) => {
+  const BOUND = 800; // 4 half-lives of the cost model
+  const cases: Array<[string, World, World]> = [
+    // Contention: big trees cost up to 3x (64 rows), a 1-row step the same.
+    ['cost x3 for large rows', world(SMALL, saturating(3, 20)),
+      world((r) => SMALL(r) * (1 + (2 * (r - 1)) / 63), saturating(3, 20))],
+    ['cost x3 for large rows, large model', world(LARGE, saturating(3, 20)),
+      world((r) => LARGE(r) * (1 + (2 * (r - 1)) / 63), saturating(3, 20))],
+    // The text turns unpredictable: drafts stop matching beyond the first levels.
+    ['gain curve shifts down', world(SMALL, saturating(4, 30)), world(SMALL, saturating(0.8, 3))],
+    ['gain curve shifts up', world(LARGE, saturating(0.8, 3)), world(LARGE, saturating(3, 20))],
+  ];
+  for (const [name, w0, w1] of cases) {
+    const sim = new Sim(w0, { policy: 'throughput' }, 11);
+    sim.run(1500);
+    const rowsBefore = sim.sizer.state.rows;
+    sim.w = w1;
+    let settled = -1;
+    let step = 0;
+    sim.run(2000, null, (_, s) => {
+      const ok = s.efficiency(s.sizer.state.rows) >= 0.95;
+      if (ok && settled < 0) settled = step;
+      if (!ok && step < 1500) settled = -1; // must stay settled
+      step++;
+    });
+    t.ok(settled >= 0 && settled <= BOUND, `${name}: rows ${rowsBefore} → ${sim.sizer.state.rows} (best ${sim.bestRows()}), within 5 % after ${settled} steps`);
+  }
+});
+
+t.test('neighbourly picks a smaller tree than throughput, within the loss bound', async (t) => {
+  for (const [name, w] of SHAPES) {
+    const fast = new Sim(w, { policy: 'throughput' }, 3);
+    const kind = new Sim(w, { policy: 'neighbourly' }, 3);
+    fast.run(2000);
+    kind.run(1500);
+    const eff = meanEfficiency(kind, 500);
+    const { rows } = kind.sizer.state;
+    t.ok(rows <= fast.sizer.state.rows, `${name}: neighbourly ${rows} rows <= throughput ${fast.sizer.state.rows}`);
+    // The loss bound is on predictions; 3 % more for prediction error.
+    t.ok(eff >= 1 - 0.08 - 0.03, `${name}: ${(eff * 100).toFixed(1)} % of the best tokens/s`);
+    t.equal(kind.sizer.state.active, 'neighbourly');
+  }
+});
+
+const IDLE: BoardLoad = { othersCpu: 0.02, cores: 2, tempC: 50, throttled: false, gpuBusy: null };
+const load = (patch: Partial<BoardLoad>): BoardLoad => ({ ...IDLE, ...patch });
+
+t.test('auto turns neighbourly on a saturated, throttled or hot board, and back, with hysteresis', async (t) => {
+  // Half a core of 2 is 25 % of the board; auto leaves neighbourly below 0.6 x 25 % = 15 %.
+  const steps: Array<[string, BoardLoad, string]> = [
+    ['idle', IDLE, 'throughput'],
+    ['others at 20 %', load({ othersCpu: 0.2 }), 'throughput'],
+    ['others at 96 %', load({ othersCpu: 0.96 }), 'neighbourly'],
+    ['others at 20 % (above the leave threshold)', load({ othersCpu: 0.2 }), 'neighbourly'],
+    ['others at 10 %', load({ othersCpu: 0.1 }), 'throughput'],
+    ['throttled', load({ throttled: true }), 'neighbourly'],
+    ['not throttled', IDLE, 'throughput'],
+    ['76 °C', load({ tempC: 76 }), 'neighbourly'],
+    ['72 °C (within 5 °C of hot)', load({ tempC: 72 }), 'neighbourly'],
+    ['69 °C', load({ tempC: 69 }), 'throughput'],
+    ['no reading: keep', IDLE, 'throughput'],
+  ];
+  const sim = new Sim(world(SMALL, saturating(3, 20)), { policy: 'auto' }, 5);
+  for (const [what, l, active] of steps) {
+    sim.run(50, what.startsWith('no reading') ? null : l);
+    t.equal(sim.sizer.state.active, active, what);
+    t.equal(sim.sizer.state.policy, 'auto');
+  }
+  sim.run(5, load({ othersCpu: 0.96 }));
+  t.match(sim.sizer.state.reason, /^auto→neighbourly: others use 96 % CPU; \d+ rows?, predicted [\d.]+ tok\/step at [\d.]+ ms$/);
+  sim.run(5, load({ throttled: true }));
+  t.match(sim.sizer.state.reason, /board throttled/);
+});
+
+t.test('a saturated board drives auto to smaller trees, and an idle one back', async (t) => {
+  for (const [name, base] of [['small', SMALL], ['large', LARGE]] as const) {
+    const calm = world(base, saturating(3, 20));
+    // Contention inflates every step, the wider ones more (they wait on more shared memory traffic).
+    const busy = world((r) => base(r) * 2 * (1 + r / 32), saturating(3, 20));
+    const sim = new Sim(calm, { policy: 'auto' }, 9);
+    sim.run(1500, IDLE);
+    const idleRows = sim.sizer.state.rows;
+    t.equal(sim.sizer.state.active, 'throughput');
+    sim.w = busy;
+    sim.run(1500, load({ othersCpu: 0.96 }));
+    const busyRows = sim.sizer.state.rows;
+    t.equal(sim.sizer.state.active, 'neighbourly');
+    // Not always strictly smaller: a shrink must be sure (see SHRINK_Z), and on the large model the
+    // next size down is only ~3 % slower, within the doubt of a size seen on probes only.
+    t.ok(busyRows <= idleRows, `${name}: ${idleRows} rows idle → ${busyRows} saturated`);
+    if (name === 'small') t.ok(busyRows < idleRows / 2, 'small model: less than half the idle tree');
+    sim.w = calm;
+    sim.run(1500, IDLE);
+    t.equal(sim.sizer.state.active, 'throughput');
+    const eff = meanEfficiency(sim, 200, IDLE);
+    t.ok(eff >= 0.95, `${name}: back to ${sim.sizer.state.rows} rows when idle, ${(eff * 100).toFixed(1)} % of the best`);
+  }
+});
+
+t.test('fixed never moves: no probes, no reaction to load or measurements', async (t) => {
+  const sim = new Sim(world(LARGE, saturating(0.3, 2)), { policy: 'fixed', fixedRows: 24 }, 13);
+  const seen = new Set<number>();
+  sim.run(500, IDLE, (rows) => seen.add(rows));
+  sim.run(500, load({ othersCpu: 1, throttled: true, tempC: 90 }), (rows) => seen.add(rows));
+  t.same([...seen], [24]);
+  t.equal(sim.sizer.state.changes, 0);
+  t.equal(sim.sizer.state.active, 'fixed');
+  t.equal(sim.sizer.state.reason, 'fixed: 24 rows');
+});
+
+t.test('before any measurement the sizer keeps the fixed budget', async (t) => {
+  const sizer = new TreeSizer({ policy: 'throughput', fixedRows: 10 });
+  t.equal(sizer.next(0, null), 10);
+  sizer.calibrate(8, 0, 0.5);
+  t.equal(sizer.next(0, null), 10, 'cost alone is not enough');
+  t.match(sizer.state.reason, /until step costs and the gain curve are measured/);
+});
+
+t.test('probes visit neighbouring sizes only, and only every exploreEvery steps', async (t) => {
+  const sim = new Sim(world(SMALL, saturating(3, 20)), { policy: 'throughput', exploreEvery: 10 }, 17);
+  sim.run(1000);
+  let probes = 0;
+  let far = 0;
+  sim.run(1000, null, (rows, s) => {
+    const cur = s.sizer.state.rows;
+    if (rows === cur) return;
+    probes++;
+    if (rows > cur * 2 || rows < cur / 2) far++;
+  });
+  t.equal(far, 0, 'every probe is within a factor 2 of the budget');
+  t.ok(probes > 0 && probes <= 100, `${probes} probes in 1000 steps`);
+});
+
+t.test('setPolicy switches at run time and keeps what was learned', async (t) => {
+  const sim = new Sim(world(SMALL, saturating(3, 20)), { policy: 'throughput' }, 19);
+  sim.run(1000);
+  sim.sizer.setPolicy('fixed', 6);
+  t.equal(sim.sizer.next(sim.cached, null), 6);
+  sim.sizer.setPolicy('throughput');
+  t.equal(sim.sizer.state.active, 'throughput');
+  sim.run(100);
+  t.not(sim.sizer.state.rows, 6, 'adapting again');
+  const eff = meanEfficiency(sim, 300);
+  t.ok(eff >= 0.93, `back near the best: ${(eff * 100).toFixed(1)} % over the next 300 steps`);
+  t.throws(() => new TreeSizer({ maxRows: 65 }), RangeError);
+  t.throws(() => new TreeSizer({ maxMove: 1 }), RangeError);
+});
