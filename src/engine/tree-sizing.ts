@@ -91,9 +91,10 @@ export class TreeSizing implements Sizing {
   /** Tells the main thread where the sizing stands (rate-limited; `force` after a request). */
   report(force: boolean): void {
     const now = performance.now();
+    if (!force && now - this.lastPost < POST_EVERY_MS) return;
     const info = this.info();
     const key = `${info.rows}|${info.active}|${info.reason}`;
-    if (key === this.posted || (!force && now - this.lastPost < POST_EVERY_MS)) return;
+    if (key === this.posted) return;
     this.posted = key;
     this.lastPost = now;
     this.post(info);
@@ -112,7 +113,8 @@ export class TreeSizing implements Sizing {
 
   private after(r: StepResult, ms: number, cached: number, dec: Decoder): void {
     if (r.gainRows > 0) this.sizer.recordCurve(dec.gainCurve, r.gainRows);
-    this.sizer.record(dec.budget, cached, ms, r.count);
+    // Rows fed, not the budget: a tree that could not fill its budget cost (and committed) what it fed.
+    this.sizer.record(r.rowsFed, cached, ms, r.count);
     this.report(false);
   }
 }
