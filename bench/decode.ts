@@ -1,11 +1,12 @@
 /**
  * Plain vs BiTA decoding on the same prompts, interleaved, in one process, through the real
  * engine worker. Prints a table, then (with --json) one JSON object as the last line.
- *   npm run bench -- [--model <dir>] [--prompts 20] [--new-tokens 128] [--budget 16] [--json]
+ *   npm run bench -- [--model <dir>] [--prompts 20] [--new-tokens 128] [--budget 10] [--policy fixed] [--json]
+ * `--policy` sizes the tree (fixed at --budget by default, or auto / throughput / neighbourly).
  */
 import { parseArgs } from 'node:util';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { loadEngine, type GenerateResult } from '../src/engine/index.js';
+import { loadEngine, TREE_POLICIES, type GenerateResult, type TreePolicy } from '../src/engine/index.js';
 import { BUNDLED_MODEL, storyPrompts } from './data.js';
 
 const { values: args } = parseArgs({
@@ -14,13 +15,14 @@ const { values: args } = parseArgs({
     prompts: { type: 'string', default: '20' },
     'new-tokens': { type: 'string', default: '128' },
     budget: { type: 'string', default: '10' },
+    policy: { type: 'string', default: 'fixed' },
     threads: { type: 'string', default: '0' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (args.help) {
-  console.log('usage: npm run bench -- [--model <package dir>] [--prompts N] [--new-tokens N] [--budget ROWS] [--threads N] [--json]');
+  console.log('usage: npm run bench -- [--model <package dir>] [--prompts N] [--new-tokens N] [--budget ROWS] [--policy fixed|auto|throughput|neighbourly] [--threads N] [--json]');
   process.exit(0);
 }
 
@@ -32,7 +34,11 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 const nPrompts = Number(args.prompts);
 const newTokens = Number(args['new-tokens']);
-const engine = await loadEngine(args.model, { threads: Number(args.threads), treeBudget: Number(args.budget) });
+if (!(TREE_POLICIES as readonly string[]).includes(args.policy!)) {
+  console.error(`--policy must be one of ${TREE_POLICIES.join(', ')}`);
+  process.exit(2);
+}
+const engine = await loadEngine(args.model, { threads: Number(args.threads), treeBudget: Number(args.budget), treePolicy: args.policy as TreePolicy });
 const modelName = engine.info().model;
 const prompts = storyPrompts(nPrompts);
 const runs: { plain: GenerateResult; bita: GenerateResult }[] = [];
@@ -66,6 +72,7 @@ const result = {
   prompts: prompts.length,
   new_tokens: newTokens,
   budget_rows: Number(args.budget),
+  tree_policy: args.policy,
   ar_tokens_per_s: +tps(plain).toFixed(1),
   bita_tokens_per_s: +tps(bita).toFixed(1),
   speedup: +(tps(bita) / tps(plain)).toFixed(3),
@@ -90,7 +97,7 @@ const rows: [string, string, string][] = [
   ['accepted/step by source', '-', Object.entries(result.accepted_per_step_by_source).map(([k, v]) => `${k} ${v}`).join(' ')],
   ['ms per step (run / host)', `${median(plain.map((r) => r.stats.runMs / r.stats.steps)).toFixed(3)} / ${median(plain.map((r) => r.stats.hostMs / r.stats.steps)).toFixed(3)}`, `${result.run_ms_per_step} / ${result.host_ms_per_step}`],
 ];
-console.log(`model ${result.model}: ${result.prompts} prompts x ${newTokens} new tokens, budget ${result.budget_rows} rows`);
+console.log(`model ${result.model}: ${result.prompts} prompts x ${newTokens} new tokens, tree ${result.tree_policy}${result.tree_policy === "fixed" ? ` at ${result.budget_rows} rows` : ""}`);
 console.log(`${'metric'.padEnd(26)}${'plain'.padStart(18)}${'bita'.padStart(34)}`);
 for (const [k, a, b] of rows) console.log(`${k.padEnd(26)}${a.padStart(18)}${b.padStart(34)}`);
 console.log(`speedup ${result.speedup}x (median per prompt ${result.speedup_median_per_prompt}x), identical greedy output: ${identical}, main event-loop p99 ${result.event_loop_p99_ms} ms`);

@@ -27,7 +27,7 @@ export async function generate(o: GenerateOptions): Promise<number> {
     process.stdout.write('\n');
     process.stderr.write(
       `[${s.outputTokens} tokens, ttft ${s.ttftMs.toFixed(1)} ms, tpot ${s.tpotMs.toFixed(2)} ms, ${s.tokensPerS.toFixed(1)} tok/s, ` +
-        `${s.meanAcceptedTokens.toFixed(2)} tokens/step, ${s.meanRowsPerStep.toFixed(1)} rows/step, finish ${s.finishReason}]\n`,
+        `${s.meanAcceptedTokens.toFixed(2)} tokens/step, ${s.meanRowsPerStep.toFixed(1)} rows/step (${s.treePolicy}), finish ${s.finishReason}]\n`,
     );
     return 0;
   } finally {
