@@ -17,6 +17,8 @@ import { createLogger } from './logger.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Store } from './store/store.js';
 import { LoadMonitor } from './telemetry/load.js';
+import { DaemonMetrics } from './metrics/metrics.js';
+import { MetricsServer } from './metrics/server.js';
 import { boardLoad, LoadFeed } from './sensing/index.js';
 import { TelemetryPublisher } from './telemetry/telemetry.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from './transport/broker.js';
@@ -60,6 +62,9 @@ export class Controller {
   /** Fast board sensors feeding the engine's tree sizing (and status); separate from the slow LoadMonitor. */
   private loadFeed: LoadFeed | null = null;
   private telemetry: TelemetryPublisher | null = null;
+  /** Prometheus metrics (config metrics.enabled) and their HTTP endpoint; `metricsServer.port` is the bound port. */
+  metrics: DaemonMetrics | null = null;
+  metricsServer: MetricsServer | null = null;
   private watchdogTimer: NodeJS.Timeout | null = null;
   private readonly notifier: SystemdNotifier;
   private startedAt = 0;
@@ -96,11 +101,13 @@ export class Controller {
       this.engine = this.supervisor = supervisor;
       log.info({ model: this.engine.info(), load_ms: Math.round(performance.now() - t0) }, 'engine loaded');
       this.scheduler = new Scheduler(this.engine, cfg.queue.capacity);
+      if (cfg.metrics.enabled) this.metrics = new DaemonMetrics(this.metricsSources());
       this.dispatcher = new Dispatcher(this.scheduler, this.store, () => this.engine?.info().model ?? 'none', () => this.health(), log, {
         maxPayloadBytes: cfg.limits.max_payload_bytes,
         maxTokens: cfg.limits.max_tokens,
         defaultMaxTokens: cfg.limits.default_max_tokens,
         defaultDeadlineMs: cfg.limits.default_deadline_ms,
+        onFinal: (row, run) => this.observeMetrics(row, run),
       });
       if (cfg.mqtt.enabled) {
         let port = cfg.mqtt.port;
@@ -117,6 +124,7 @@ export class Controller {
         await this.socket.start();
       }
       this.startLoadFeed();
+      await this.startMetricsServer();
       if (cfg.telemetry.enabled) {
         this.loadMonitor = new LoadMonitor(cfg.telemetry.load_poll_s * 1000, (s) => this.onLoadSample(s));
         this.loadMonitor.start();
@@ -169,6 +177,7 @@ export class Controller {
     this.telemetry?.stop();
     this.loadMonitor?.stop();
     this.loadFeed?.stop();
+    await step('metrics', () => this.metricsServer?.stop());
     await step('socket', () => this.socket?.stop());
     await step('mqtt', () => this.mqtt?.stop());
     await step('broker', () => this.broker?.close());
@@ -209,6 +218,32 @@ export class Controller {
       onSample: (s) => this.engine?.setLoad(boardLoad(s)),
     });
     this.loadFeed.start();
+  }
+
+  private async startMetricsServer(): Promise<void> {
+    if (!this.metrics) return;
+    const { host, port } = this.cfg.metrics;
+    this.metricsServer = new MetricsServer(this.metrics.registry, host, port, this.log);
+    await this.metricsServer.start();
+    this.log.info({ url: `http://${host}:${this.metricsServer.port}/metrics` }, 'Prometheus metrics listening');
+  }
+
+  private metricsSources() {
+    return {
+      running: () => (this.scheduler?.busy ? 1 : 0),
+      waiting: () => this.scheduler?.depth ?? 0,
+      tree: () => this.treeStatus(),
+      build: () => ({ version: VERSION, model: this.engine?.info().model ?? 'none', node: this.cfg.node_id }),
+    };
+  }
+
+  /** Metrics must never cost a request its reply. */
+  private observeMetrics(row: import('./store/store.js').RequestRow, run?: import('./scheduler/scheduler.js').JobOutcome): void {
+    try {
+      this.metrics?.observe(row, run);
+    } catch (e) {
+      this.log.warn({ err: e }, 'metrics update failed');
+    }
   }
 
   /** The tree sizing as `bitad status`, health and telemetry show it (docs/daemon.md "Load-aware tree"). */

@@ -57,6 +57,8 @@ export interface DispatcherOptions {
   defaultDeadlineMs: number;
   /** How long a finished transaction is remembered to drop duplicate deliveries. */
   dedupeTtlMs?: number;
+  /** Every logged request's end (Prometheus metrics); `run` is the queue's outcome, absent for a rejected request. */
+  onFinal?: (row: RequestRow, run?: JobOutcome) => void;
 }
 
 const DEDUPE_MAX = 10_000;
@@ -202,7 +204,7 @@ export class Dispatcher {
   private finished(msg: Inbound, channel: ReplyChannel, kind: string, transaction: string | null, ts: number, o: JobOutcome): void {
     for (const job of this.owners.keys()) if (job.settled) this.owners.delete(job);
     const row = requestRow(this.who(msg, kind, transaction, ts), o.reply, o);
-    this.answer(msg, channel, o.reply, row);
+    this.answer(msg, channel, o.reply, row, o);
     this.log.info(
       { transaction, transport: msg.transport, status: o.reply.status, total_ms: row.total_ms, ...(row.error_code ? { code: row.error_code } : {}) },
       'request finished',
@@ -236,7 +238,8 @@ export class Dispatcher {
    * commits all rows of one event-loop turn together), so an acknowledged request is never
    * missing from the log after a crash. A degraded store buffers the row and the reply still goes.
    */
-  private answer(msg: Inbound, channel: ReplyChannel, reply: FinalReply, row: RequestRow): void {
+  private answer(msg: Inbound, channel: ReplyChannel, reply: FinalReply, row: RequestRow, run?: JobOutcome): void {
+    this.opts.onFinal?.(row, run);
     this.recent.push(row);
     if (this.recent.length > 1000) this.recent.splice(0, this.recent.length - 1000);
     if (!this.store) {

@@ -106,6 +106,11 @@ const { default: _rootDefault, ...root } = obj({
     interval_s: int(30, 1, 86_400),
     load_poll_s: int(10, 1, 3600, 'systeminformation sampling period (its first call takes ~0.5 s).'),
   }),
+  metrics: obj({
+    enabled: bool(false, 'Serve Prometheus metrics on http://<host>:<port>/metrics (docs/daemon.md "Metrics").'),
+    host: str('127.0.0.1', 'Listen address; the endpoint has no auth, so loopback unless a scraper elsewhere needs it.'),
+    port: int(9464, 0, 65535, 'Listen port (0 picks a free one).'),
+  }),
   lifecycle: obj({
     drain_timeout_ms: int(10_000, 0, 600_000, 'SIGTERM: in-flight requests may finish within this time.'),
     engine_stall_ms: int(30_000, 100, 3_600_000, 'A generation without progress this long stops the watchdog ping.'),
@@ -164,6 +169,7 @@ export interface BitadConfig {
     synchronous: 'normal' | 'full';
   };
   telemetry: { enabled: boolean; interval_s: number; load_poll_s: number };
+  metrics: { enabled: boolean; host: string; port: number };
   lifecycle: { drain_timeout_ms: number; engine_stall_ms: number };
   log: { level: string };
 }
