@@ -5,6 +5,7 @@ import { ConfigError, loadConfig } from '../daemon/config/load.js';
 import type { BitadConfig } from '../daemon/config/schema.js';
 import { VERSION } from '../daemon/version.js';
 import { ask, askHelp } from './commands/ask.js';
+import { decommission, decommissionHelp } from './commands/decommission.js';
 import { generate, generateHelp } from './commands/generate.js';
 import { start, startHelp } from './commands/start.js';
 import { stats, statsHelp } from './commands/stats.js';
@@ -20,10 +21,11 @@ Commands:
   status     model, queue, tree size, load and uptime of the running daemon
   stats      p50/p95/p99 TTFT, TPOT, total and tokens/s from the request log
   generate   run the engine in this process, without the daemon
+  decommission  remove this node from Home Assistant (--forget: also clear its retained state/info)
 
 Run "bitad <command> --help" for a command's options. Docs: docs/daemon.md`;
 
-const HELPS: Record<string, string> = { start: startHelp, ask: askHelp, status: statusHelp, stats: statsHelp, generate: generateHelp };
+const HELPS: Record<string, string> = { start: startHelp, ask: askHelp, status: statusHelp, stats: statsHelp, generate: generateHelp, decommission: decommissionHelp };
 
 const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
@@ -39,6 +41,7 @@ const OPTIONS = {
   threads: { type: 'string' },
   'max-tokens': { type: 'string' },
   temperature: { type: 'string' },
+  forget: { type: 'boolean' },
 } as const;
 
 function num(v: string | undefined, name: string): number | undefined {
@@ -102,6 +105,8 @@ async function main(argv: string[]): Promise<number> {
       return status(socketPath(), values.json ?? false);
     case 'stats':
       return stats(dbPath(), values.since ?? '24h', values.json ?? false);
+    case 'decommission':
+      return decommission(config(), { forget: values.forget });
     case 'generate': {
       if (rest.length !== 1) throw new UsageError('generate takes exactly one prompt argument (quote it)');
       const mode = values.mode;

@@ -77,6 +77,10 @@ const { default: _rootDefault, ...root } = obj({
       reject_unauthorized: bool(true),
     }),
   }),
+  homeassistant: obj({
+    enabled: bool(false, 'Publish a retained Home Assistant MQTT device-discovery payload on every connect and when Home Assistant announces itself online.'),
+    prefix: { type: 'string', pattern: '^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$', default: 'homeassistant', description: "Home Assistant's discovery prefix (its birth message is read from <prefix>/status)." },
+  }),
   socket: obj({
     enabled: bool(true),
     path: str(undefined, 'Unix socket path; default <data_dir>/bitad.sock.'),
@@ -155,6 +159,7 @@ export interface BitadConfig {
     reconnect_ms: number;
     tls: { enabled: boolean; ca?: string; cert?: string; key?: string; reject_unauthorized: boolean };
   };
+  homeassistant: { enabled: boolean; prefix: string };
   socket: { enabled: boolean; path: string; max_in_flight: number };
   queue: { capacity: number };
   limits: { max_payload_bytes: number; max_tokens: number; default_max_tokens: number; default_deadline_ms: number };

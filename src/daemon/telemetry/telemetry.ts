@@ -1,4 +1,11 @@
-/** Periodic `<base>/telemetry` snapshot: latency percentiles of recent requests, queue, tree, load. */
+/**
+ * Periodic `<base>/telemetry` snapshot: latency percentiles of recent requests, queue, tree, load.
+ * The JSON is shaped for Telegraf's json_v2 and Home Assistant templates (deploy/telegraf): a
+ * numeric `ts` (epoch ms), nested objects rather than arrays, and a reading the board does not
+ * have (no temperature sensor, no percentiles before the first request) left out rather than
+ * null: Telegraf would otherwise drop or mistype the field, and a series that is sometimes a
+ * number and sometimes null breaks InfluxDB's one-type-per-field rule.
+ */
 import { summarize } from '../store/stats.js';
 import type { RequestRow } from '../store/store.js';
 import type { LoadSample } from './load.js';
@@ -15,8 +22,12 @@ export interface TelemetrySources {
   components: () => Components;
 }
 
-/** Summary over the requests finished in the last `windowMs`. */
+/** Summary over the requests finished in the last `windowMs`, in its wire form (see telegrafFriendly). */
 export function telemetrySnapshot(src: TelemetrySources, windowMs: number, now = Date.now()): Record<string, unknown> {
+  return telegrafFriendly(rawSnapshot(src, windowMs, now)) as Record<string, unknown>;
+}
+
+function rawSnapshot(src: TelemetrySources, windowMs: number, now: number): Record<string, unknown> {
   const rows = src.recent().filter((r) => r.ts >= now - windowMs);
   const s = summarize(rows);
   const components = src.components();
@@ -42,6 +53,24 @@ export function telemetrySnapshot(src: TelemetrySources, windowMs: number, now =
     busy: src.busy(),
     load: src.load(),
   };
+}
+
+/**
+ * `value` with null, undefined and non-finite numbers left out (at any depth) and arrays turned
+ * into objects keyed by index ("0", "1", ...), so every leaf is a number, string or boolean.
+ * Returns undefined for a value that is itself left out.
+ */
+export function telegrafFriendly(value: unknown): unknown {
+  if (value === null || value === undefined) return undefined;
+  if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
+  if (typeof value !== 'object') return typeof value === 'function' || typeof value === 'symbol' ? undefined : value;
+  const out: Record<string, unknown> = {};
+  const entries = Array.isArray(value) ? value.map((v, i) => [String(i), v] as const) : Object.entries(value);
+  for (const [k, v] of entries) {
+    const clean = telegrafFriendly(v);
+    if (clean !== undefined) out[k] = clean;
+  }
+  return out;
 }
 
 export class TelemetryPublisher {

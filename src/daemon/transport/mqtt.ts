@@ -4,7 +4,8 @@
  * Named reply routes must pass TopicPolicy (topics.ts); every publish goes through `send`, which
  * checks the topic once more and never lets one refused publish cost the connection for good.
  * Retained `<base>/state` (also the Last Will) and `<base>/info` are re-published on every
- * (re)connect. QoS 1 and a persistent session, so requests survive a reconnect.
+ * (re)connect. QoS 1 and a persistent session, so requests survive a reconnect. With
+ * `homeassistant.enabled`, the retained Home Assistant discovery payload too (ha-discovery.ts).
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
 import { errorReply, parsePayload, routingFields, type Reply, type Routing } from '../protocol/envelope.js';
 import type { ComponentHealth } from '../health.js';
 import { defaultReplyPrefixes, topicProblem, TopicPolicy } from './topics.js';
+import { HaDiscovery, type HomeAssistantConfig } from './ha-discovery.js';
 
 export interface MqttTransportOptions {
   cfg: BitadConfig['mqtt'];
@@ -25,6 +27,8 @@ export interface MqttTransportOptions {
   log: Logger;
   info: () => unknown;
   connectTimeoutMs?: number;
+  /** Home Assistant discovery; off when absent or disabled. */
+  homeassistant?: HomeAssistantConfig;
 }
 
 /**
@@ -57,6 +61,7 @@ interface Outgoing {
 export class MqttTransport {
   readonly base: string;
   readonly topics: TopicPolicy;
+  readonly ha: HaDiscovery | null = null;
   private client: MqttClient | null = null;
   private subscribed: Promise<void> = Promise.resolve();
   private readonly outgoing = new Set<Outgoing>();
@@ -74,6 +79,11 @@ export class MqttTransport {
       replyPrefixes: o.cfg.reply_prefixes ?? defaultReplyPrefixes(o.cfg.base_topic),
     });
     this.base = this.topics.base;
+    if (o.homeassistant?.enabled) {
+      this.ha = new HaDiscovery(o.homeassistant, o.nodeId, this.base, o.info);
+      const problem = topicProblem(this.ha.topic);
+      if (problem) throw new Error(`homeassistant.prefix: "${this.ha.topic}" ${problem}`);
+    }
   }
 
   get connected(): boolean {
@@ -169,6 +179,7 @@ export class MqttTransport {
     (client.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     const topics = [`${this.base}/request/+`];
     if (this.o.cfg.shared_group) topics.push(`$share/${this.o.cfg.shared_group}/${this.topics.fleet}/request/+`);
+    if (this.ha) topics.push(this.ha.statusTopic);
     this.subscribed = new Promise<void>((resolve) =>
       client.subscribe(topics, { qos: 1 }, (err) => {
         if (err) this.o.log.error({ err }, 'mqtt subscribe failed');
@@ -177,11 +188,16 @@ export class MqttTransport {
     );
     this.publish('state', { state: 'online' }, true);
     this.publish('info', this.o.info(), true);
+    this.publishDiscovery();
     this.o.log.info({ base: this.base, sessionPresent, connects: this.connects }, 'mqtt connected');
   }
 
   private onMessage(packet: IPublishPacket): void {
     const topic = packet.topic.toString();
+    if (this.ha?.isStatus(topic)) {
+      if (this.ha.wantsResend(packet.payload)) this.publishDiscovery();
+      return;
+    }
     const m = this.topics.requestPrefix(topic);
     if (!m) return;
     const props = packet.properties;
@@ -232,6 +248,13 @@ export class MqttTransport {
   publish(sub: 'state' | 'info' | 'telemetry', body: unknown, retain = false): void {
     if (!this.client?.connected) return;
     this.send(this.topics.own(sub), JSON.stringify(body), { qos: 1, retain });
+  }
+
+  /** The retained Home Assistant device discovery payload (when enabled). */
+  private publishDiscovery(): void {
+    if (!this.ha || !this.client?.connected) return;
+    this.ha.sent++;
+    this.send(this.ha.topic, this.ha.payload(), { qos: 1, retain: true });
   }
 
   /** The one place the daemon publishes: the topic is checked, and the publish tracked until acknowledged. */
