@@ -61,7 +61,7 @@ export class DaemonMetrics {
     this.queueTime = seconds('bitad_request_queue_time_seconds', 'Receipt to engine start of every request that reached the engine (the wire queue_ms).', LATENCY_BUCKETS);
     this.promptTokens = new Counter({ name: 'bitad_prompt_tokens_total', help: 'Prompt tokens of requests the engine ran.', registers });
     this.generationTokens = new Counter({ name: 'bitad_generation_tokens_total', help: 'Output tokens of requests the engine ran (cancelled ones included).', registers });
-    this.requests = new Counter({ name: 'bitad_requests_total', help: 'Logged generation requests by outcome (ok|error) and error code (none when ok).', labelNames: ['outcome', 'code'], registers });
+    this.requests = new Counter({ name: 'bitad_requests_total', help: 'Requests with a request-log row (generation requests and rejections) by outcome (ok|error) and error code (none when ok).', labelNames: ['outcome', 'code'], registers });
     this.drafts = new Counter({ name: 'bitad_spec_decode_num_drafts_total', help: 'Tree steps (one draft tree verified per step); plain-mode requests excluded.', registers });
     this.draftTokens = new Counter({ name: 'bitad_spec_decode_num_draft_tokens_total', help: 'Draft rows fed to the model: rows per step minus the root row (BiTA mask rows included).', registers });
     this.acceptedTokens = new Counter({ name: 'bitad_spec_decode_num_accepted_tokens_total', help: 'Draft tokens accepted by verification (committed tokens minus the bonus token, per step).', registers });
