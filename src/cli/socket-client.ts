@@ -1,38 +1,33 @@
-/** Minimal NDJSON client for the daemon's Unix socket (used by `bitad ask` and `bitad status`). */
+/**
+ * Raw NDJSON access to the daemon's Unix socket for `bitad status`, the tests and the benches: one
+ * final reply per request, whatever it says. Applications use `bitad/client` (src/client), which
+ * shares this connection code and adds streaming, deadlines, cancellation and retries.
+ */
 import { randomUUID } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { SocketTransport } from '../client/socket.js';
 import type { ChunkReply, FinalReply, Reply } from '../daemon/protocol/envelope.js';
 
 export class SocketClient {
-  private buf = '';
   private readonly waiters = new Map<string, { onChunk?: (c: ChunkReply) => void; resolve: (r: FinalReply) => void }>();
   private closedError: Error | null = null;
 
-  private constructor(readonly sock: Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      this.buf += d;
-      let nl: number;
-      while ((nl = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        if (line) this.dispatch(JSON.parse(line) as Reply);
-      }
-    });
-    sock.on('close', () => {
+  private constructor(private readonly transport: SocketTransport) {
+    transport.onReply = (r) => this.dispatch(r);
+    transport.onClose = () => {
       this.closedError = new Error('connection closed by bitad');
       for (const w of this.waiters.values()) w.resolve({ transaction: null, status: 'error', error: { code: 'internal', message: 'connection closed' } });
       this.waiters.clear();
-    });
-    sock.on('error', () => undefined);
+    };
   }
 
-  static connect(path: string): Promise<SocketClient> {
-    return new Promise((resolve, reject) => {
-      const s = connect(path);
-      s.once('connect', () => resolve(new SocketClient(s)));
-      s.once('error', (e) => reject(new Error(`cannot connect to ${path}: ${(e as Error).message} (is bitad running?)`)));
-    });
+  /** The connection itself (tests read it raw). */
+  get sock(): Socket {
+    return this.transport.sock;
+  }
+
+  static async connect(path: string): Promise<SocketClient> {
+    return new SocketClient(await SocketTransport.connect(path));
   }
 
   /** Unrouted replies (e.g. for unparseable lines) go to this handler. */
@@ -54,16 +49,16 @@ export class SocketClient {
     const transaction = (body.transaction as string | undefined) ?? randomUUID();
     return new Promise((resolve) => {
       this.waiters.set(transaction, { onChunk, resolve });
-      this.sock.write(JSON.stringify({ type, ...body, transaction }) + '\n');
+      this.transport.writeRaw(JSON.stringify({ type, ...body, transaction }) + '\n');
     });
   }
 
   /** Writes a raw line (tests send malformed input with it). */
   writeRaw(line: string): void {
-    this.sock.write(line);
+    this.transport.writeRaw(line);
   }
 
   close(): void {
-    this.sock.end();
+    this.transport.sock.end();
   }
 }

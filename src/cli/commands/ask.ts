@@ -1,5 +1,5 @@
-/** `bitad ask "<prompt>"`: stream one answer from the running daemon over its Unix socket. */
-import { SocketClient } from '../socket-client.js';
+/** `bitad ask "<prompt>"`: stream one answer from the running daemon over its Unix socket (through `bitad/client`). */
+import { BitadClient, BitadError, type GenerationResult } from '../../client/index.js';
 
 export const askHelp = `Usage: bitad ask "<prompt>" [options]
 
@@ -22,35 +22,52 @@ export interface AskOptions {
 }
 
 export async function ask(o: AskOptions): Promise<number> {
-  const client = await SocketClient.connect(o.socket);
-  // Ctrl-C closes the connection, which cancels the request in the daemon.
-  process.once('SIGINT', () => {
-    client.close();
-    process.exit(130);
-  });
-  const body: Record<string, unknown> = o.chat ? { messages: [{ role: 'user', content: o.prompt }] } : { prompt: o.prompt };
-  if (o.maxTokens !== undefined) body.max_tokens = o.maxTokens;
-  if (o.temperature !== undefined) body.temperature = o.temperature;
+  const client = await BitadClient.socket(o.socket);
+  // Ctrl-C aborts the request: the client sends the daemon a cancel, then the connection closes.
+  const abort = new AbortController();
+  process.once('SIGINT', () => abort.abort());
+  const params = { maxTokens: o.maxTokens, temperature: o.temperature };
+  const g = o.chat
+    ? client.chat({ messages: [{ role: 'user', content: o.prompt }], ...params }, { signal: abort.signal })
+    : client.generate({ prompt: o.prompt, ...params }, { signal: abort.signal });
   if (!o.json) process.stdout.write(o.chat ? '' : o.prompt);
-  const final = await client.request(o.chat ? 'chat' : 'generate', body, (c) => {
-    if (!o.json) process.stdout.write(c.text);
-  });
-  client.close();
-  if (o.json) {
-    process.stdout.write(JSON.stringify(final) + '\n');
-    return final.status === 'ok' ? 0 : 1;
+  let outcome: Outcome;
+  try {
+    for await (const c of g) if (!o.json) process.stdout.write(c.text);
+    outcome = { ok: true, result: await g.result };
+  } catch (e) {
+    if (!(e instanceof BitadError)) throw e;
+    outcome = { ok: false, error: e };
+  } finally {
+    await client.close();
   }
+  if (abort.signal.aborted) return 130;
+  return o.json ? printJson(outcome) : printText(outcome);
+}
+
+type Outcome = { ok: true; result: GenerationResult } | { ok: false; error: BitadError };
+
+/** The final reply as the daemon sent it (status, data or error). */
+function printJson(outcome: Outcome): number {
+  const final = outcome.ok
+    ? { transaction: outcome.result.transaction, status: 'ok', data: { text: outcome.result.text, tokens: outcome.result.tokens, finish_reason: outcome.result.finishReason, stats: outcome.result.stats } }
+    : { transaction: outcome.error.transaction, status: 'error', error: { code: outcome.error.code, message: outcome.error.detail } };
+  process.stdout.write(JSON.stringify(final) + '\n');
+  return outcome.ok ? 0 : 1;
+}
+
+function printText(outcome: Outcome): number {
   process.stdout.write('\n');
-  if (final.status === 'error') {
-    process.stderr.write(`error ${final.error.code}: ${final.error.message}\n`);
+  if (!outcome.ok) {
+    process.stderr.write(`error ${outcome.error.message}\n`);
     return 1;
   }
-  const s = (final.data as { stats: Record<string, number>; finish_reason: string }).stats;
-  const finish = (final.data as { finish_reason: string }).finish_reason;
+  const s = outcome.result.stats;
+  const ms = (v: number | null, digits: number) => (v === null ? '-' : v.toFixed(digits));
   process.stderr.write(
-    `[${s.output_tokens} tokens, ttft ${s.ttft_ms.toFixed(1)} ms, tpot ${s.tpot_ms.toFixed(2)} ms, ` +
-      `${s.tokens_per_s.toFixed(1)} tok/s, ${s.mean_accepted_tokens.toFixed(2)} tokens/step, ` +
-      `queue ${s.queue_ms.toFixed(1)} ms, total ${s.total_ms.toFixed(1)} ms, finish ${finish}]\n`,
+    `[${s.output_tokens} tokens, ttft ${ms(s.ttft_ms, 1)} ms, tpot ${ms(s.tpot_ms, 2)} ms, ` +
+      `${ms(s.tokens_per_s, 1)} tok/s, ${ms(s.mean_accepted_tokens, 2)} tokens/step, ` +
+      `queue ${ms(s.queue_ms, 1)} ms, total ${ms(s.total_ms, 1)} ms, finish ${outcome.result.finishReason}]\n`,
   );
   return 0;
 }
