@@ -63,6 +63,8 @@ export class MqttTransport {
   readonly topics: TopicPolicy;
   readonly ha: HaDiscovery | null = null;
   private client: MqttClient | null = null;
+  /** The fleet queue's own connection (mqtt.shared_group), see startFleet. */
+  private fleetClient: MqttClient | null = null;
   private subscribed: Promise<void> = Promise.resolve();
   private readonly outgoing = new Set<Outgoing>();
   private readonly poisoned = new Set<string>();
@@ -91,7 +93,7 @@ export class MqttTransport {
   }
 
   health(): ComponentHealth {
-    const details = { base: this.base, connects: this.connects, ...this.stats };
+    const details = { base: this.base, connects: this.connects, ...this.stats, ...(this.fleetClient ? { fleet_connected: this.fleetClient.connected } : {}) };
     return this.connected ? { status: 'ok', ...details } : { status: 'degraded', reason: 'broker disconnected', ...details };
   }
 
@@ -117,6 +119,46 @@ export class MqttTransport {
     await this.firstConnect(client);
     // READY only once the broker has confirmed the subscriptions: no request can slip past.
     await this.subscribed;
+    if (this.o.cfg.shared_group) await this.startFleet(this.o.cfg.shared_group);
+  }
+
+  /**
+   * The fleet's shared subscription lives on a second connection with a clean, non-persistent
+   * session (`<client_id>-fleet`). On the persistent main session, mosquitto (2.0) keeps handing
+   * every Nth fleet request to a board that has died or stopped, where it waits unanswered until
+   * the board comes back (measured: 67 of 300 requests retried, one lost after 5 sends, with one
+   * of three boards SIGKILLed); a clean session leaves the group the moment its connection drops,
+   * so the broker gives the queue to the live boards only. Requests a dead board was holding are
+   * lost with it; the client library resends them (same transaction) to the fleet.
+   */
+  private async startFleet(group: string): Promise<void> {
+    const { cfg } = this.o;
+    const fleet = mqtt.connect({
+      ...this.clientOptions(),
+      clientId: `${cfg.client_id}-fleet`,
+      clean: true,
+      will: undefined,
+      ...(cfg.protocol_version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}),
+    });
+    this.fleetClient = fleet;
+    fleet.handleMessage = (packet, done) => {
+      done();
+      this.onMessage(packet);
+    };
+    const topic = `$share/${group}/${this.topics.fleet}/request/+`;
+    let subscribed!: () => void;
+    const ready = new Promise<void>((r) => (subscribed = r));
+    fleet.on('connect', () => {
+      (fleet.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
+      fleet.subscribe(topic, { qos: 1 }, (err) => {
+        if (err) this.o.log.error({ err }, 'mqtt fleet subscribe failed');
+        subscribed();
+      });
+    });
+    fleet.on('error', (e) => this.o.log.error({ err: e }, 'mqtt fleet connection error'));
+    const timeoutMs = this.o.connectTimeoutMs ?? 10_000;
+    const timer = delay(timeoutMs).then(() => this.o.log.error(`mqtt: fleet connection not ready within ${timeoutMs} ms; retrying in the background`));
+    await Promise.race([ready, timer]);
   }
 
   private clientOptions(): IClientOptions {
@@ -178,8 +220,10 @@ export class MqttTransport {
     // mqtt.js never sets TCP_NODELAY; with Nagle a QoS 1 round trip on loopback costs 44–88 ms.
     (client.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     const topics = [`${this.base}/request/+`];
-    if (this.o.cfg.shared_group) topics.push(`$share/${this.o.cfg.shared_group}/${this.topics.fleet}/request/+`);
     if (this.ha) topics.push(this.ha.statusTopic);
+    // Fleet requests come on their own connection (startFleet); a persistent session from an older
+    // bitad may still hold the shared subscription, which would keep queueing fleet work here.
+    if (this.o.cfg.shared_group) client.unsubscribe(`$share/${this.o.cfg.shared_group}/${this.topics.fleet}/request/+`);
     this.subscribed = new Promise<void>((resolve) =>
       client.subscribe(topics, { qos: 1 }, (err) => {
         if (err) this.o.log.error({ err }, 'mqtt subscribe failed');
@@ -355,6 +399,10 @@ export class MqttTransport {
   async stop(): Promise<void> {
     const client = this.client;
     if (!client) return;
+    // Leave the fleet queue first: while this board drains, new fleet requests go to the others.
+    const fleet = this.fleetClient;
+    this.fleetClient = null;
+    if (fleet) await Promise.race([fleet.endAsync(true).catch(() => undefined), delay(STOP_FLUSH_MS)]);
     const deadline = Date.now() + STOP_FLUSH_MS;
     const bounded = (p: Promise<unknown>) => Promise.race([p.then(() => true, () => true), delay(Math.max(0, deadline - Date.now())).then(() => false)]);
     if (client.connected) {
