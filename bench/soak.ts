@@ -10,6 +10,7 @@
  *
  *   npm run bench:soak -- [--minutes 30] [--rate 10] [--max-tokens 16] [--broker embedded|mosquitto]
  *                         [--model <dir>] [--dist] [--node-flags=--max-semi-space-size=1]
+ *                         [--daemon-env="MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536"]
  *                         [--interval-s 60] [--sample-s 10] [--json]
  *
  * `--broker embedded` (the default config: aedes, MQTT 3.1.1, replies on <base>/response/<txn>);
@@ -40,6 +41,8 @@ const { values: args } = parseArgs({
     model: { type: 'string', default: 'models/tinystories-bita' },
     dist: { type: 'boolean', default: false },
     'node-flags': { type: 'string', default: '--max-semi-space-size=1' },
+    // The systemd unit's malloc settings (systemd/bitad.service); "" runs with glibc's defaults.
+    'daemon-env': { type: 'string', default: 'MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536' },
     'interval-s': { type: 'string', default: '60' },
     'sample-s': { type: 'string', default: '10' },
     json: { type: 'boolean', default: false },
@@ -80,7 +83,8 @@ async function startDaemon(dir: string, mqttCfg: Record<string, unknown>): Promi
   writeFileSync(file, JSON.stringify(cfg)); // JSON is YAML
   const entry = args.dist ? [join(PACKAGE_ROOT, 'dist/src/cli/main.js'), 'start'] : ['--import', 'tsx', join(PACKAGE_ROOT, 'src/cli/main.ts'), 'start'];
   const flags = args['node-flags']!.split(' ').filter((f) => f !== '');
-  const child = spawn(process.execPath, [...flags, ...entry, '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const daemonEnv = Object.fromEntries(args['daemon-env']!.split(' ').filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  const child = spawn(process.execPath, [...flags, ...entry, '--config', file], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...daemonEnv } });
   // The daemon logs a line per request: keep only a tail, so the bench's own memory stays flat and
   // the pipe never fills (a full pipe would stall the daemon's synchronous logger).
   let tail = '';
@@ -341,7 +345,7 @@ async function main() {
     const drivers = { mqtt: await MqttDriver.open(port, d.base, !embedded), socket: await SocketClient.connect(d.socket) };
     const health = await SocketClient.connect(d.socket);
     console.log(
-      `bitad soak: ${MINUTES} min, ${RATE} req/s open loop (alternating MQTT ${embedded ? '3.1.1 embedded aedes' : '5 mosquitto'} / Unix socket), max_tokens ${MAX_TOKENS}, streaming, model ${args.model}, daemon ${args.dist ? 'dist/' : 'tsx'} ${args['node-flags']}`,
+      `bitad soak: ${MINUTES} min, ${RATE} req/s open loop (alternating MQTT ${embedded ? '3.1.1 embedded aedes' : '5 mosquitto'} / Unix socket), max_tokens ${MAX_TOKENS}, streaming, model ${args.model}, daemon ${args.dist ? 'dist/' : 'tsx'} ${args['node-flags']} ${args['daemon-env']}`,
     );
     console.log('');
     console.log(`each row: one ${INTERVAL_MS / 1000} s interval; latency = client send -> final reply (ms); RSS from /proc (MB, last sample and max); heap used/total of the daemon's main isolate (MB); res = live libuv resources`);
@@ -370,6 +374,7 @@ async function main() {
           model: args.model,
           runtime: args.dist ? 'dist' : 'tsx',
           node_flags: args['node-flags'],
+          daemon_env: args['daemon-env'],
           intervals: intervals.map((iv, i) => row(i + 1, iv)),
           ...v,
         }),
