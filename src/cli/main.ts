@@ -5,6 +5,7 @@ import { ConfigError, loadConfig } from '../daemon/config/load.js';
 import type { BitadConfig } from '../daemon/config/schema.js';
 import { VERSION } from '../daemon/version.js';
 import { ask, askHelp } from './commands/ask.js';
+import { dashboard } from './commands/dashboard.js';
 import { decommission, decommissionHelp } from './commands/decommission.js';
 import { generate, generateHelp } from './commands/generate.js';
 import { start, startHelp } from './commands/start.js';
@@ -21,6 +22,7 @@ Commands:
   status     model, queue, tree size, load and uptime of the running daemon
   stats      p50/p95/p99 TTFT, TPOT, total and tokens/s from the request log
   generate   run the engine in this process, without the daemon
+  dashboard  serve a live page of the fleet (every board on the broker) with charts and a prompt box
   decommission  remove this node from Home Assistant (--forget: also clear its retained state/info)
 
 Run "bitad <command> --help" for a command's options. Docs: docs/daemon.md`;
@@ -66,6 +68,8 @@ function orInstalled(configured: string, system: string, explicit: boolean): str
 }
 
 async function main(argv: string[]): Promise<number> {
+  // The dashboard has its own options and help (src/cli/commands/dashboard.ts).
+  if (argv[0] === 'dashboard') return dashboard(argv.slice(1));
   const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   const [command, ...rest] = positionals;
   if (values.version) {

@@ -1,0 +1,222 @@
+/**
+ * The fleet as the dashboard knows it: per board the last retained `state` and `info` and the last
+ * `telemetry`, and what the page shows of it. A board is offline when its state says so (a clean
+ * stop or the Last Will the broker publishes for a dead one), stale when it claims to be online but
+ * its telemetry stopped (a hung process, a partitioned network: the broker keeps its session and
+ * no Will fires), online otherwise.
+ */
+import type { BoardRow, History, Point } from './history.js';
+
+export type BoardStatus = 'online' | 'offline' | 'stale';
+
+export interface Board {
+  node: string;
+  state: string | null;
+  stateTs: number | null;
+  info: Record<string, any> | null; // eslint-disable-line @typescript-eslint/no-explicit-any
+  telemetry: Record<string, any> | null; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** Receive time of the last telemetry (the dashboard's clock: boards without an RTC drift). */
+  telemetryTs: number | null;
+}
+
+/** What a card shows: flat, rounded, null when the board did not report it. */
+export interface BoardView {
+  node: string;
+  status: BoardStatus;
+  status_reason: string;
+  model: string | null;
+  version: string | null;
+  tokens_per_s: number | null;
+  ttft_ms_p95: number | null;
+  tpot_ms_p95: number | null;
+  mean_accepted_tokens: number | null;
+  tree_rows: number | null;
+  tree_policy: string | null;
+  tree_active: string | null;
+  tree_reason: string | null;
+  queue_depth: number | null;
+  busy: boolean | null;
+  cpu_pct: number | null;
+  gpu_pct: number | null;
+  temp_c: number | null;
+  throttled: boolean | null;
+  rss_mb: number | null;
+  requests: number | null;
+  errors: number | null;
+  window_s: number | null;
+  health: string | null;
+  last_seen: number | null;
+}
+
+export interface FleetTotals {
+  boards: number;
+  online: number;
+  stale: number;
+  offline: number;
+  tokens_per_s: number;
+  requests: number;
+  errors: number;
+  queue_depth: number;
+}
+
+export interface FleetOptions {
+  /** Stale after this long without telemetry; default 3 telemetry intervals (window_s), 90 s before the first. */
+  staleMs?: number;
+  /** Reference time for boards never heard from since this process started. */
+  startedAt?: number;
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+
+export class Fleet {
+  private readonly boards = new Map<string, Board>();
+  private readonly startedAt: number;
+
+  constructor(
+    private readonly history: History | null,
+    private readonly opts: FleetOptions = {},
+  ) {
+    this.startedAt = opts.startedAt ?? Date.now();
+    for (const row of history?.boards() ?? []) this.boards.set(row.node, fromRow(row));
+  }
+
+  nodes(): string[] {
+    return [...this.boards.keys()].sort();
+  }
+
+  get(node: string): Board | undefined {
+    return this.boards.get(node);
+  }
+
+  private board(node: string): Board {
+    let b = this.boards.get(node);
+    if (!b) this.boards.set(node, (b = { node, state: null, stateTs: null, info: null, telemetry: null, telemetryTs: null }));
+    return b;
+  }
+
+  /** A retained empty payload clears the topic (a decommissioned board): the board is forgotten. */
+  onState(node: string, payload: Record<string, unknown> | null, now = Date.now()): void {
+    if (payload === null) return this.forget(node);
+    const b = this.board(node);
+    b.state = str(payload.state) ?? 'unknown';
+    b.stateTs = now;
+    this.history?.saveState(node, b.state, now);
+  }
+
+  onInfo(node: string, payload: Record<string, unknown> | null): void {
+    if (payload === null) return;
+    this.board(node).info = payload;
+    this.history?.saveInfo(node, payload);
+  }
+
+  onTelemetry(node: string, payload: Record<string, unknown>, now = Date.now()): void {
+    const b = this.board(node);
+    b.telemetry = payload;
+    b.telemetryTs = now;
+    this.history?.saveTelemetry(node, payload, now, pointOf(node, payload, now));
+  }
+
+  private forget(node: string): void {
+    this.boards.delete(node);
+    this.history?.forgetBoard(node);
+  }
+
+  status(b: Board, now = Date.now()): { status: BoardStatus; reason: string } {
+    if (b.state === 'offline') return { status: 'offline', reason: 'state offline (stopped, or its Last Will)' };
+    const windowS = num(b.telemetry?.window_s) ?? null;
+    const staleMs = this.opts.staleMs ?? (windowS ? 3 * windowS * 1000 : 90_000);
+    const heard = Math.max(b.telemetryTs ?? 0, b.stateTs ?? 0, b.telemetryTs === null ? this.startedAt : 0);
+    if (now - heard > staleMs) return { status: 'stale', reason: `no telemetry for ${Math.round((now - heard) / 1000)} s` };
+    if (b.state !== 'online') return { status: 'stale', reason: `state ${b.state ?? 'unknown'}` };
+    return { status: 'online', reason: 'online' };
+  }
+
+  view(b: Board, now = Date.now()): BoardView {
+    const t = b.telemetry ?? {};
+    const load = (t.load ?? {}) as Record<string, unknown>;
+    const tree = (t.tree ?? {}) as Record<string, unknown>;
+    const sensed = (tree.board ?? {}) as Record<string, unknown>;
+    const model = b.info?.model as Record<string, unknown> | null | undefined;
+    const st = this.status(b, now);
+    const throttled = num(load.throttled) !== null ? (num(load.throttled)! & 0xf) !== 0 : typeof sensed.throttled === 'boolean' ? sensed.throttled : null;
+    return {
+      node: b.node,
+      status: st.status,
+      status_reason: st.reason,
+      model: str(model?.name),
+      version: str(b.info?.version),
+      tokens_per_s: num(t.tokens_per_s_p50),
+      ttft_ms_p95: num(t.ttft_ms_p95),
+      tpot_ms_p95: num(t.tpot_ms_p95),
+      mean_accepted_tokens: num(t.mean_accepted_tokens),
+      tree_rows: num(tree.rows) ?? num(t.tree_budget),
+      tree_policy: str(tree.policy),
+      tree_active: str(tree.active),
+      tree_reason: str(tree.reason),
+      queue_depth: num(t.queue_depth),
+      busy: typeof t.busy === 'boolean' ? t.busy : null,
+      cpu_pct: num(load.cpu_load_pct),
+      gpu_pct: num(load.gpu_load_pct) ?? num(sensed.gpu_busy_pct),
+      temp_c: num(load.cpu_temp_c) ?? num(sensed.cpu_temp_c),
+      throttled,
+      rss_mb: num(load.rss_mb),
+      requests: num(t.requests),
+      errors: num(t.errors),
+      window_s: num(t.window_s),
+      health: str(t.state),
+      last_seen: b.telemetryTs ?? b.stateTs,
+    };
+  }
+
+  views(now = Date.now()): BoardView[] {
+    return this.nodes().map((n) => this.view(this.boards.get(n)!, now));
+  }
+
+  /** Fleet totals over online boards' latest telemetry windows. */
+  totals(views: BoardView[]): FleetTotals {
+    const t: FleetTotals = { boards: views.length, online: 0, stale: 0, offline: 0, tokens_per_s: 0, requests: 0, errors: 0, queue_depth: 0 };
+    for (const v of views) {
+      t[v.status]++;
+      if (v.status !== 'online') continue;
+      t.tokens_per_s += v.tokens_per_s ?? 0;
+      t.requests += v.requests ?? 0;
+      t.errors += v.errors ?? 0;
+      t.queue_depth += v.queue_depth ?? 0;
+    }
+    t.tokens_per_s = Math.round(t.tokens_per_s * 10) / 10;
+    return t;
+  }
+}
+
+/** The charted figures of one telemetry message (see SERIES). */
+export function pointOf(node: string, t: Record<string, any>, ts: number): Point { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const load = t.load ?? {};
+  const sensed = t.tree?.board ?? {};
+  return {
+    node,
+    ts,
+    tokens_per_s: num(t.tokens_per_s_p50),
+    ttft_ms_p95: num(t.ttft_ms_p95),
+    tpot_ms_p95: num(t.tpot_ms_p95),
+    mean_accepted: num(t.mean_accepted_tokens),
+    queue_depth: num(t.queue_depth),
+    tree_rows: num(t.tree?.rows) ?? num(t.tree_budget),
+    cpu_pct: num(load.cpu_load_pct),
+    temp_c: num(load.cpu_temp_c) ?? num(sensed.cpu_temp_c),
+    rss_mb: num(load.rss_mb),
+    requests: num(t.requests),
+    errors: num(t.errors),
+  };
+}
+
+function fromRow(r: BoardRow): Board {
+  return {
+    node: r.node,
+    state: r.state,
+    stateTs: r.state_ts,
+    info: (r.info as Record<string, unknown>) ?? null,
+    telemetry: (r.telemetry as Record<string, unknown>) ?? null,
+    telemetryTs: r.telemetry_ts,
+  };
+}
