@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in python3-torch python3-onnx python3-numpy python3-sentencepiece mosquitto rsync; do
+# chromium: headless browser for the dashboard test (test/dashboard/browser.test.ts, playwright-core).
+for p in python3-torch python3-onnx python3-numpy python3-sentencepiece mosquitto rsync chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
