@@ -101,7 +101,7 @@ t.test('three boards, one shared queue, 300 requests, one board SIGKILLed mid-ru
   const worker = async () => {
     while (next < N) {
       const txn = `fleet-${next++}`;
-      const g = client.generate({ prompt: `request ${txn}`, maxTokens: 6 }, { transaction: txn, idleTimeoutMs: 1500, retries: 4 });
+      const g = client.generate({ prompt: `request ${txn}`, maxTokens: 6 }, { transaction: txn, idleTimeoutMs: 2500, retries: 4 });
       try {
         for await (const _ of g) void _; // consume the stream as an application would
       } catch {
