@@ -125,7 +125,7 @@ export class History {
     if (!SERIES.includes(series)) throw new Error(`unknown series ${series}`);
     this.flush();
     const rows = this.db
-      .prepare(`SELECT node, (ts / @bucket) * @bucket AS b, avg(${series}) AS v FROM points WHERE ts >= @since GROUP BY node, b ORDER BY b`)
+      .prepare(`SELECT node, CAST(ts / @bucket AS INTEGER) * @bucket AS b, avg(${series}) AS v FROM points WHERE ts >= @since GROUP BY node, b ORDER BY b`)
       .all({ bucket: bucketMs, since }) as Array<{ node: string; b: number; v: number | null }>;
     const wanted = nodes ? new Set(nodes) : null;
     const xsSet = new Map<number, number>();
