@@ -4,6 +4,8 @@
 #
 #   --prefix DIR          where the code goes (default /opt/bitad; the unit expects /opt/bitad)
 #   --skip-node           do not install Node.js (node >= 20 must be on /usr/bin/node)
+#   --model DIR           model package the placed config serves (default: the bundled one); the
+#                         disk and memory estimate is for this model
 #   --with-mosquitto      install mosquitto on this board with a password file and a topic ACL,
 #                         and point bitad at it (default: bitad's embedded broker on 127.0.0.1)
 #   --socket-user USER    add USER to the bitad group so `bitad ask` can use the socket
@@ -17,12 +19,14 @@ WITH_MOSQUITTO=0
 SOCKET_USER=""
 START=1
 NODE_MAJOR=20
+MODEL=""
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) PREFIX="$2"; shift 2 ;;
     --skip-node) SKIP_NODE=1; shift ;;
+    --model) MODEL="$2"; shift 2 ;;
     --with-mosquitto) WITH_MOSQUITTO=1; shift ;;
     --socket-user) SOCKET_USER="$2"; shift 2 ;;
     --no-start) START=0; shift ;;
@@ -34,13 +38,20 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root (sudo)" >&2; exit 1; }
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 ARCH="$(uname -m)"
-case "$ARCH" in
-  aarch64|arm64|x86_64) ;;
-  *) echo "install.sh: unsupported architecture $ARCH (arm64 or x86_64 only)" >&2; exit 1 ;;
+# The model the config will serve: a package inside the checkout is copied under PREFIX with it.
+MODEL="${MODEL:-$SRC/models/tinystories-bita}"
+MODEL="$(cd "$MODEL" 2>/dev/null && pwd)" || { echo "install.sh: no model package at $MODEL" >&2; exit 1; }
+case "$MODEL/" in
+  "$SRC"/*) MODEL_PATH="$PREFIX/${MODEL#"$SRC"/}" ;;
+  *) MODEL_PATH="$MODEL" ;;
 esac
 # shellcheck disable=SC1091
 . /etc/os-release
 echo "bitad install: $PRETTY_NAME on $ARCH, code from $SRC to $PREFIX"
+# 0. What this board needs (64-bit userland, Node >= 20, disk and memory), before anything changes.
+# shellcheck source=deploy/preflight.sh
+. "$SRC/deploy/preflight.sh"
+preflight "$MODEL" "$PREFIX" "$SKIP_NODE" || exit 1
 if [ -r /etc/nv_tegra_release ]; then
   echo "  Jetson detected: onnxruntime-node runs on the CPU here (there is no arm64 CUDA build);"
   echo "  the unit's PrivateDevices=yes also hides /dev/nvhost*. See docs/daemon.md."
@@ -52,7 +63,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends ca-certificates curl gnupg build-essential python3 rsync >/dev/null
 
 # 2. Node.js >= 20 at /usr/bin/node (Debian 12 ships 18, Ubuntu 22.04 on Jetson ships 12).
-node_ok() { [ -x /usr/bin/node ] && [ "$(/usr/bin/node -p 'process.versions.node.split(".")[0]')" -ge "$NODE_MAJOR" ]; }
+node_ok() { preflight_node >/dev/null 2>&1; }
 if [ "$SKIP_NODE" -eq 0 ] && ! node_ok; then
   echo "  installing Node.js $NODE_MAJOR from NodeSource"
   install -d -m 0755 /etc/apt/keyrings
@@ -61,7 +72,7 @@ if [ "$SKIP_NODE" -eq 0 ] && ! node_ok; then
   apt-get update -qq
   apt-get install -y -qq nodejs >/dev/null
 fi
-node_ok || { echo "install.sh: need node >= $NODE_MAJOR at /usr/bin/node" >&2; exit 1; }
+preflight_node required || exit 1
 
 # 3. A dedicated system user; members of its group may use the socket (mode 0660).
 if ! id bitad >/dev/null 2>&1; then
@@ -99,7 +110,7 @@ if [ ! -e /etc/bitad/bitad.yaml ]; then
   cat >/etc/bitad/bitad.yaml <<YAML
 # bitad config; every key and its default: $PREFIX/deploy/bitad.example.yaml
 model:
-  path: $PREFIX/models/tinystories-bita
+  path: $MODEL_PATH
 $MQTT_BLOCK
 YAML
   chown root:bitad /etc/bitad/bitad.yaml
@@ -141,9 +152,15 @@ install -m 0644 "$PREFIX/systemd/bitad.service" /etc/systemd/system/bitad.servic
 if [ "$PREFIX" != /opt/bitad ]; then
   sed -i "s#/opt/bitad#$PREFIX#g" /etc/systemd/system/bitad.service
 fi
-systemctl daemon-reload
-systemctl enable bitad >/dev/null
-if [ "$START" -eq 1 ]; then
+# Without a running systemd (a chroot, a container, an image being prepared) systemctl still
+# enables the unit offline (the wants/ symlink), but cannot start anything.
+systemd_running() { [ -d /run/systemd/system ]; }
+systemd_running && systemctl daemon-reload
+systemctl enable bitad >/dev/null 2>&1 || systemctl enable bitad
+if [ "$START" -eq 1 ] && ! systemd_running; then
+  echo "bitad installed and enabled; systemd is not running here, so it starts at the next boot"
+  echo "  (or by hand: runuser -u bitad -- /usr/bin/node $PREFIX/bin/bitad.js start --config /etc/bitad/bitad.yaml)"
+elif [ "$START" -eq 1 ]; then
   systemctl restart bitad
   echo "bitad started: systemctl status bitad; journalctl -u bitad -f; bitad status --socket /run/bitad/bitad.sock"
 else
