@@ -367,12 +367,13 @@ function runProjection(p: Projection, c: Condition, threads: number, vs: Record<
 // Main
 
 function estimateMinutes(): number {
-  // ~3000 tok/s plain and ~6000 tree on an idle 2-core VM (README); hogs take a share of the cores.
+  // ~1500 tok/s plain and ~3000 tree: the 2-core VM shared with other work (the full run took
+  // 10.4 min against 4.9 estimated from the idle README speeds); hogs take a share of the cores.
   const perVariantTokens = (ROUNDS + WARMUP / PROMPTS.length) * PROMPTS.length * NEW_TOKENS;
   let s = 0;
   for (const c of CONDITIONS) {
     const slow = 1 + c.hogs / availableParallelism();
-    const variantS = (perVariantTokens / 3000 + (VARIANTS.length - 1) * perVariantTokens / 6000) * slow;
+    const variantS = (perVariantTokens / 1500 + (VARIANTS.length - 1) * perVariantTokens / 3000) * slow;
     s += THREADS.length * (variantS + (c.hogs ? (2 * HOG_ALONE_MS) / 1000 + 1 : 0));
   }
   return (MODELS.length * s + MODELS.length * THREADS.length * 3) / 60;

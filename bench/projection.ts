@@ -16,10 +16,10 @@ import { bestBudget } from '../src/engine/sizing/budget.js';
 
 export const PROJECTION_ROWS = [1, 2, 4, 8, 16, 32, 64];
 export const PROJECTION_CACHED = 128;
-/** Per row count: at least this many timed forwards, and more until this much time is spent. */
-const MIN_REPS = 3;
-const MIN_MS = 150;
-const MAX_REPS = 40;
+/** Sweeps over all row counts: at least MIN_REPS, and more until MIN_MS per row count is spent. */
+const MIN_REPS = 5;
+const MIN_MS = 250;
+const MAX_REPS = 60;
 
 export interface ProjectionGraph {
   name: string;
@@ -70,24 +70,30 @@ export function fillCache(model: OrtTreeModel, cached = PROJECTION_CACHED): void
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Median ms of one forward of `q` rows over the filled cache. */
-function timeRows(model: OrtTreeModel, q: number): number {
-  const { ids, positions, bias } = chain(model, q);
-  model.forward(ids, positions, bias, q); // untimed: first run at a new shape allocates
-  const ms: number[] = [];
-  const start = performance.now();
-  while (ms.length < MIN_REPS || (performance.now() - start < MIN_MS && ms.length < MAX_REPS)) {
-    const t0 = performance.now();
-    model.forward(ids, positions, bias, q);
-    ms.push(performance.now() - t0);
-  }
-  return median(ms);
+/** Time one forward of a prepared chain (ms). */
+function timeOnce(model: OrtTreeModel, c: ReturnType<typeof chain>, q: number): number {
+  const t0 = performance.now();
+  model.forward(c.ids, c.positions, c.bias, q);
+  return performance.now() - t0;
 }
 
-/** Step-cost curve: rows -> median ms per forward at the filled cache length. */
+/**
+ * Step-cost curve: rows -> median ms per forward at the filled cache length. Row counts are timed
+ * in interleaved sweeps (one forward of each per sweep), not one after another, so a neighbour's
+ * burst on the shared board lands on all row counts alike instead of bending the curve.
+ */
 export function stepCurve(graph: ProjectionGraph): Record<number, number> {
-  if (graph.model.cacheLength !== PROJECTION_CACHED) fillCache(graph.model);
-  return Object.fromEntries(PROJECTION_ROWS.map((q) => [q, timeRows(graph.model, q)]));
+  const model = graph.model;
+  if (model.cacheLength !== PROJECTION_CACHED) fillCache(model);
+  const chains = PROJECTION_ROWS.map((q) => chain(model, q));
+  PROJECTION_ROWS.forEach((q, i) => timeOnce(model, chains[i], q)); // untimed: a new shape allocates
+  const ms: number[][] = PROJECTION_ROWS.map(() => []);
+  const budget = MIN_MS * PROJECTION_ROWS.length;
+  const start = performance.now();
+  for (let sweep = 0; sweep < MIN_REPS || (performance.now() - start < budget && sweep < MAX_REPS); sweep++) {
+    PROJECTION_ROWS.forEach((q, i) => ms[i].push(timeOnce(model, chains[i], q)));
+  }
+  return Object.fromEntries(PROJECTION_ROWS.map((q, i) => [q, median(ms[i])]));
 }
 
 /** Linear interpolation of the curve at a (fractional) row count. */
