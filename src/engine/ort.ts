@@ -43,7 +43,7 @@ export function openSession(path: string, opts: SessionOptions = {}): SyncSessio
       executionProviders: opts.executionProviders ?? ['cpu'],
     });
   } catch (e) {
-    throw new EngineError('package_invalid', `${path}: onnxruntime could not load the graph (${(e as Error).message})`);
+    throw loadError(path, opts.executionProviders ?? ['cpu'], (e as Error).message);
   }
   const runOptions = {};
   return {
@@ -52,6 +52,23 @@ export function openSession(path: string, opts: SessionOptions = {}): SyncSessio
     run: (feeds, fetches) => native.run(feeds, fetches, runOptions),
     dispose: () => native.dispose(),
   };
+}
+
+/**
+ * A configured execution provider this onnxruntime build lacks fails the whole load (there is no
+ * fallback to the next provider in the list), and onnxruntime's words ("Failed to load shared
+ * library", "is unsupported") read as if the model were broken: say which provider and what to do.
+ */
+function loadError(path: string, providers: string[], message: string): EngineError {
+  const missing = /AppendExecutionProvider_(\w+)|executionProviders\[\d+\] is unsupported: '([^']+)'/.exec(message);
+  if (!missing) return new EngineError('package_invalid', `${path}: onnxruntime could not load the graph (${message})`);
+  const name = (missing[1] ?? missing[2]).toLowerCase();
+  return new EngineError(
+    'model_error',
+    `execution provider "${name}" (model.execution_providers: [${providers.join(', ')}]) is not available in this ` +
+      `onnxruntime-node build (${message}); bitad does not fall back to the next provider. Use [cpu], or install an ` +
+      `onnxruntime build that has the ${name} execution provider (README "Boards").`,
+  );
 }
 
 export function tensor(type: 'float32', data: Float32Array, dims: number[]): ort.Tensor;
