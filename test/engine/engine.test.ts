@@ -106,7 +106,9 @@ t.test('the main event loop stays responsive while the worker generates', async 
   for (let i = 0; i < 3; i++) await engine.generate({ prompt: 'One day, a little bird', maxTokens: 128 });
   h.disable();
   // Inference runs in the worker; a blocked loop would show delays of whole generations (100s of ms).
-  t.ok(h.max / 1e6 < 100, `max loop delay ${(h.max / 1e6).toFixed(1)} ms`);
+  // NO_TIMING_ASSERTIONS=1 (npm run check:arm64 under qemu, ≈ 60x slower): reported as a skip.
+  const skip = process.env.NO_TIMING_ASSERTIONS === '1' ? 'NO_TIMING_ASSERTIONS=1: a time bound, not asserted' : false;
+  t.ok(h.max / 1e6 < 100, `max loop delay ${(h.max / 1e6).toFixed(1)} ms`, { skip });
 });
 
 t.test('a broken package fails to load with a typed error', async (t) => {
