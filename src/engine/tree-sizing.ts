@@ -13,8 +13,8 @@ import { readLoad, readPolicy, SLOT_BUDGET, type TreeOptions } from './protocol.
 import { TreeSizer } from './sizing/sizer.js';
 import type { TreeInfo } from './types.js';
 
-/** A gain curve every this many steps: one extra best-first build at maxRows (≈10–20 µs) per 8 steps. */
-const CURVE_EVERY = 8;
+/** A gain curve every this many steps: one extra best-first build at maxRows (tens of µs). */
+const CURVE_EVERY = 16;
 /** Row counts timed at load, and forwards per count (the first run of each is discarded). */
 const CALIBRATION_ROWS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64];
 const CALIBRATION_RUNS = 3;
