@@ -101,46 +101,41 @@ function resolveModel(name: string): string {
 const MODELS = list(args.model).map((name) => ({ name, dir: resolveModel(name) }));
 
 // ---------------------------------------------------------------------------------------------
-// Engines: one per thread count, with the adaptive API when the engine has it
+// Engines: per thread count, one engine for plain and the fixed budgets and one per adaptive
+// policy, so each policy keeps its own learned cost and gain curves as a daemon running it would
+// (one shared engine made every adaptive turn start from the previous variant's budget, e.g. 32).
 
-/** The load-aware part of the engine API (feature-detected, so the fixed variants run without it). */
-interface LoadAware {
-  setTreePolicy(policy: TreePolicy): void;
-  setLoad(load: BoardLoad): void;
-}
 interface BenchEngine {
   threads: number;
+  /** Plain and fixed budgets (policy fixed). */
   engine: WorkerEngine;
-  loadAware: LoadAware | null;
+  adaptive: Map<Adaptive, WorkerEngine>;
   /** Plain decoding's token ids per prompt: what every variant must reproduce (lossless). */
   reference: number[][];
 }
 
-function loadAwareOf(engine: WorkerEngine): LoadAware | null {
-  const e = engine as unknown as Partial<LoadAware>;
-  return typeof e.setTreePolicy === 'function' && typeof e.setLoad === 'function' ? (e as LoadAware) : null;
-}
+const engineFor = (e: BenchEngine, v: Variant): WorkerEngine => (v.policy ? e.adaptive.get(v.policy)! : e.engine);
 
 const generate = (e: BenchEngine, v: Variant, prompt: string) =>
-  e.engine.generate({ prompt, maxTokens: NEW_TOKENS, mode: v.mode, stop: [] }, { onChunk: () => {} });
+  engineFor(e, v).generate({ prompt, maxTokens: NEW_TOKENS, mode: v.mode, stop: [] }, { onChunk: () => {} });
+
+const allEngines = (e: BenchEngine): WorkerEngine[] => [e.engine, ...e.adaptive.values()];
 
 async function openEngine(dir: string, threads: number): Promise<BenchEngine> {
-  const engine = await loadEngine(dir, { threads, treeBudget: 10 });
-  const e: BenchEngine = { threads, engine, loadAware: loadAwareOf(engine), reference: [] };
+  const engine = await loadEngine(dir, { threads, treeBudget: 10, treePolicy: 'fixed' });
+  const adaptive = new Map<Adaptive, WorkerEngine>();
+  for (const p of ADAPTIVE) adaptive.set(p, await loadEngine(dir, { threads, treePolicy: p }));
+  const e: BenchEngine = { threads, engine, adaptive, reference: [] };
   for (const p of PROMPTS) e.reference.push((await generate(e, VARIANTS[0], p)).tokens);
+  // Warm-up: each engine's isolate JIT-compiles the decoding loop, and each adaptive engine's sizer
+  // learns its step costs and gain curve, as on a daemon that has been serving for a while.
+  for (const v of VARIANTS) if (v.policy || v.budget === 8) for (const p of PROMPTS) await generate(e, v, p);
   return e;
 }
 
-/** Sets the policy (or fixed budget) a variant decodes with; false when the engine cannot. */
-function configure(e: BenchEngine, v: Variant): boolean {
-  if (v.policy) {
-    if (!e.loadAware) return false;
-    e.loadAware.setTreePolicy(v.policy);
-    return true;
-  }
-  e.loadAware?.setTreePolicy('fixed');
+/** Sets the fixed budget a fixed variant decodes with (adaptive variants have their own engines). */
+function configure(e: BenchEngine, v: Variant): void {
   if (v.budget) e.engine.setTreeBudget(v.budget);
-  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,7 +313,7 @@ function printTable(model: string, c: Condition, threads: number, vs: Record<str
   for (const v of VARIANTS) {
     const r = vs[v.name];
     if (!r) {
-      console.log(line([v.name, 'not measured (engine lacks setTreePolicy/setLoad)']));
+      console.log(line([v.name, 'not measured']));
       continue;
     }
     const xPlain = ratio(r.tokens_per_s, vs.plain?.tokens_per_s);
@@ -385,7 +380,7 @@ async function runCondition(model: string, engines: BenchEngine[], c: Condition,
   const out = [];
   try {
     for (const e of engines) {
-      const variants = VARIANTS.filter((v) => !v.policy || e.loadAware);
+      const variants = VARIANTS;
       const label = `${model} ${c.name} threads ${e.threads}`;
       const { tallies, aloneRate } = await measure(e, variants, hogs, label);
       const vs = Object.fromEntries(VARIANTS.map((v) => [v.name, tallies.has(v.name) ? summarise(tallies.get(v.name)!, aloneRate) : null]));
@@ -405,12 +400,11 @@ async function runModel(dir: string, projection: Projection | null) {
   const engines: BenchEngine[] = [];
   for (const t of THREADS) engines.push(await openEngine(dir, t));
   const model = engines[0].engine.info().model;
-  if (!engines[0].loadAware) log('WARNING: this engine has no setTreePolicy/setLoad: adaptive variants are NOT measured');
   // Exactly as the daemon: a board sample every 250 ms goes to the engine's tree sizing.
   const feed = new LoadFeed({
     intervalMs: 250,
     onSample: (s) => {
-      for (const e of engines) e.loadAware?.setLoad(boardLoad(s));
+      for (const e of engines) for (const engine of allEngines(e)) engine.setLoad(boardLoad(s));
     },
   });
   feed.start();
@@ -419,7 +413,7 @@ async function runModel(dir: string, projection: Projection | null) {
     for (const c of CONDITIONS) conditions.push(...(await runCondition(model, engines, c, projection)));
   } finally {
     feed.stop();
-    for (const e of engines) await e.engine.close();
+    for (const e of engines) for (const engine of allEngines(e)) await engine.close();
   }
   return { model, threads: THREADS, prompts: PROMPTS.length, new_tokens: NEW_TOKENS, rounds: ROUNDS, conditions };
 }
