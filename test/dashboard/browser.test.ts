@@ -4,7 +4,7 @@
  * processes), and 50 simulated boards. Checks the cards show the published values, SIGTERM and
  * SIGKILL (Last Will) turn boards offline, a silenced board turns stale, every chart has one series
  * per board, a bad token is refused, and the prompt box streams a real answer from the bundled
- * model. Writes the README's screenshots to docs/img/.
+ * model. Takes the README's screenshots (docs/img/ with BITAD_SCREENSHOTS=1).
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -69,8 +69,13 @@ async function run(t: Test): Promise<void> {
   void fakeC;
 }
 
+/**
+ * The README's screenshots: written to docs/img/ when BITAD_SCREENSHOTS=1 (`BITAD_SCREENSHOTS=1 npx
+ * tap test/dashboard/browser.test.ts`), else to a temporary folder, so `npm test` leaves the
+ * checkout as it found it.
+ */
 function screenshot(name: string): string {
-  const d = join(PACKAGE_ROOT, 'docs/img');
+  const d = process.env.BITAD_SCREENSHOTS === '1' ? join(PACKAGE_ROOT, 'docs/img') : join(tmpdir(), 'bitad-dashboard-screens');
   mkdirSync(d, { recursive: true });
   return join(d, name);
 }
