@@ -7,6 +7,11 @@
 import t, { type Test } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt, { type MqttClient } from 'mqtt';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../../src/daemon/config/load.js';
 import { startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { startMosquitto, type Mosquitto } from './helpers/mosquitto.js';
 
@@ -170,6 +175,48 @@ t.test('stop() finishes within the drain timeout when the broker is gone and rep
   const outcome = await Promise.race([stopped, sleep(drain + 3000).then(() => 'hung')]);
   t.equal(outcome, 'stopped', `stop() returned (after ${Date.now() - t0} ms)`);
   t.ok(Date.now() - t0 <= drain + 1500, `within drain_timeout_ms + 1.5 s (${Date.now() - t0} ms, drain ${drain} ms)`);
+});
+
+t.test('SIGTERM to a daemon process whose broker is gone with replies pending exits 0 within the drain timeout', async (t) => {
+  const own = await startMosquitto();
+  let ownStopped = false;
+  t.teardown(() => (ownStopped ? undefined : own.stop()));
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-sigterm-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const drain = 1500;
+  const file = join(dir, 'bitad.yaml');
+  writeFileSync(file, JSON.stringify({
+    node_id: 'sigterm', data_dir: dir, log: { level: 'info' }, telemetry: { enabled: false },
+    mqtt: { embedded: false, port: own.port, protocol_version: 5, client_id: 'bitad-sigterm', reconnect_ms: 100 },
+    lifecycle: { drain_timeout_ms: drain },
+  }));
+  const daemon = spawn(process.execPath, ['--import', 'tsx', join(PACKAGE_ROOT, 'test/daemon/helpers/fake-daemon.ts'), '--config', file], {
+    env: { ...process.env, FAKE_ENGINE: '{"chunkDelayMs":20}' },
+  });
+  t.teardown(() => daemon.kill('SIGKILL'));
+  let logs = '';
+  daemon.stdout.on('data', (d) => (logs += d));
+  const exited = new Promise<number | null>((r) => daemon.on('exit', (code) => r(code)));
+  for (let i = 0; i < 500 && !logs.includes('bitad ready'); i++) await sleep(20);
+  t.match(logs, /bitad ready/, 'the daemon process is up');
+  const c = await mqtt.connectAsync({ host: '127.0.0.1', port: own.port, protocolVersion: 5, reconnectPeriod: 0 });
+  let chunks = 0;
+  c.on('message', () => chunks++);
+  await c.subscribeAsync('bitad/sigterm/response/#', { qos: 1 });
+  for (const n of [1, 2, 3]) await c.publishAsync('bitad/sigterm/request/generate', req({ transaction: `p-${n}`, max_tokens: 80 }), { qos: 1 });
+  for (let i = 0; i < 300 && chunks === 0; i++) await sleep(10);
+  t.ok(chunks > 0, 'a request is streaming');
+  c.end(true);
+  await own.stop(); // the broker is gone; the daemon's replies pile up in its offline store
+  ownStopped = true;
+  await sleep(100);
+  const t0 = Date.now();
+  daemon.kill('SIGTERM');
+  const code = await Promise.race([exited, sleep(drain + 5000).then(() => 'hung' as const)]);
+  const ms = Date.now() - t0;
+  t.equal(code, 0, `exit code 0 after SIGTERM (${ms} ms)`);
+  t.ok(ms <= drain + 3000, `within drain_timeout_ms + 3 s (${ms} ms, drain ${drain} ms)`);
+  t.match(logs, /"msg":"stopped"/);
 });
 
 t.test('a publish the broker answers by disconnecting is dropped after three closes; its redelivered request is answered, not executed', async (t) => {
