@@ -7,6 +7,7 @@ MOUNTS=()
 BINFMT_MOUNTED=0
 STAGES=()
 FAILED=()
+SUMMARY_DONE=0
 CHECK_USER=bitadcheck
 IN_ROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # A 64-token greedy answer is enough to show the whole path works; under emulation it takes seconds.
@@ -86,14 +87,16 @@ binfmt_setup() {
   grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 || { log "qemu-aarch64 is registered without the F flag"; return 1; }
 }
 
+# proc and dev only: with the host's (x86) /sys mounted, onnxruntime's cpuinfo parses it under
+# qemu and segfaults on load; without it cpuinfo warns and the CPU provider works. The daemon's
+# sensors then find no thermal zones, which it reports as readings the board does not have.
 mount_root() {
   binfmt_setup
   local m
-  for m in proc sys dev; do
+  for m in proc dev; do
     mountpoint -q "$ROOT/$m" && continue
     case "$m" in
       proc) mount -t proc proc "$ROOT/proc" ;;
-      sys) mount -t sysfs sysfs "$ROOT/sys" ;;
       dev) mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$ROOT/dev" ;;
     esac
     MOUNTS+=("$ROOT/$m")
@@ -105,6 +108,8 @@ mount_root() {
 
 cleanup() {
   local rc=$? i pid
+  # An early failure or Ctrl-C still gets the report of what ran.
+  [ "$SUMMARY_DONE" -eq 1 ] || summary || true
   for pid in $(cat "$WORK"/pids 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
   sleep 0.5
   for pid in $(cat "$WORK"/pids 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
@@ -287,6 +292,7 @@ run_tests() {
 }
 
 summary() {
+  SUMMARY_DONE=1
   node "$REPO/scripts/arm64/summary.mjs" "$WORK" "$JSON" "${STAGES[@]}"
   [ ${#FAILED[@]} -eq 0 ]
 }

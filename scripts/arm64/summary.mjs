@@ -14,6 +14,7 @@ const readJson = (f) => {
   }
 };
 
+const EXPECTED = ['host', 'root', 'sqlite', 'project', 'golden', 'daemon', 'install', 'tests'];
 const stages = stageArgs.map((s) => {
   const [name, secs, rc] = s.split(':');
   return { name, seconds: Number(secs), ok: rc === '0' };
@@ -23,7 +24,8 @@ const testsLine = read('tests-summary.txt') ?? '';
 const count = (k) => Number(testsLine.match(new RegExp(`${k}: (\\d+)`))?.[1] ?? 0);
 const installChecks = (read('install-checks.txt') ?? '').split('\n').filter(Boolean);
 const result = {
-  ok: stages.length > 0 && stages.every((s) => s.ok),
+  // Every stage ran and passed: an interrupted run is not a pass.
+  ok: EXPECTED.every((n) => stages.some((s) => s.name === n && s.ok)),
   stages: Object.fromEntries(stages.map((s) => [s.name, { seconds: s.seconds, ok: s.ok }])),
   total_seconds: stages.reduce((n, s) => n + s.seconds, 0),
   golden: golden && {
@@ -39,6 +41,11 @@ const result = {
   logs: work,
 };
 
+function said(name, good) {
+  const st = result.stages[name];
+  return st ? (st.ok ? good : 'FAILED') : 'not run';
+}
+
 console.log('\nstage      seconds  result');
 for (const s of stages) console.log(`${s.name.padEnd(10)} ${String(s.seconds).padStart(7)}  ${s.ok ? 'ok' : 'FAILED'}`);
 const g = result.golden;
@@ -46,8 +53,8 @@ console.log(
   `check:arm64: ${result.ok ? 'PASS' : 'FAIL'} in ${result.total_seconds} s; ` +
     (g ? `golden plain ${g.plain_identical}/${g.prompts}, tree ${g.tree_identical}/${g.prompts} identical to x86 ` +
       `(emulated: ${g.emulated_plain_tok_s} / ${g.emulated_tree_tok_s} tok/s plain / tree, qemu, not a board's speed); ` : 'golden: no result; ') +
-    `daemon ${result.stages.daemon?.ok ? 'answered' : 'FAILED'}; install ${result.install.checks - result.install.failed.length}/${result.install.checks} checks` +
-    `${result.stages.install?.ok ? ', installed daemon answered' : ', FAILED'}; ` +
-    `tests ${result.tests.pass} passed, ${result.tests.fail} failed, ${result.tests.skip} skipped`,
+    `daemon ${said('daemon', 'answered')}; install ${result.install.checks - result.install.failed.length}/${result.install.checks} checks, ` +
+    `${said('install', 'installed daemon answered')}; ` +
+    `tests ${result.tests.pass} passed, ${result.tests.fail} failed, ${result.tests.skip} skipped (${said('tests', 'ok')})`,
 );
 if (json === '1') console.log(JSON.stringify(result));
