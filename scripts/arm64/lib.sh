@@ -166,7 +166,7 @@ install_project() {
     echo "$stamp" >"$dst/node_modules/.bitad-arm64-stamp"
   fi
   in_root "cd /srv/bitad-src && node -e \"new (require('better-sqlite3'))(':memory:'); require('onnxruntime-node'); console.log('native modules load:', process.arch)\"" 2>&1 |
-    grep -v 'Unknown CPU vendor' >&2
+    grep -vE 'Unknown CPU vendor|cpuinfo' >&2
 }
 
 run_golden() {
@@ -184,6 +184,15 @@ wait_socket() {
     sleep 1
     left=$((left - 1))
   done
+}
+
+# runs_as PID USER: the process's uid is USER's in the root (the host has no such name).
+runs_as() {
+  local uid
+  uid=$(in_root "id -u $2")
+  [ "$(stat -c %u "/proc/$1")" = "$uid" ] && log "pid $1 runs as $2 (uid $uid)" && return 0
+  log "pid $1 runs as uid $(stat -c %u "/proc/$1"), not $2 ($uid)"
+  return 1
 }
 
 stop_daemon() {
@@ -231,7 +240,7 @@ run_daemon_check() {
   pid=$!
   echo "$pid" >>"$WORK/pids"
   wait_socket "$home/var/bitad.sock" "$pid" 300 || { tail -20 "$WORK/daemon.log" >&2; return 1; }
-  [ "$(stat -c %U "/proc/$pid")" = "$CHECK_USER" ] || { log "the daemon does not run as $CHECK_USER"; return 1; }
+  runs_as "$pid" "$CHECK_USER"
   ask_and_check daemon /srv/bitad-src/bin/bitad.js "$home/var/bitad.sock" "$home/var/bitad.db" /srv/bitad-src/node_modules
   stop_daemon "$pid"
 }
@@ -275,9 +284,13 @@ start_installed_daemon() {
   pid=$!
   echo "$pid" >>"$WORK/pids"
   wait_socket /run/bitad/bitad.sock "$pid" 300 || { tail -20 "$WORK/installed-daemon.log" >&2; return 1; }
-  log "installed daemon runs as $(stat -c %U "/proc/$pid"): $(tr '\0' ' ' <"/proc/$pid/cmdline")"
-  [ "$(stat -c %U "/proc/$pid")" = "$user" ]
+  log "installed daemon: $(tr '\0' ' ' <"/proc/$pid/cmdline")"
+  runs_as "$pid" "$user"
   ask_and_check installed /usr/local/bin/bitad /run/bitad/bitad.sock /var/lib/bitad/bitad.db /opt/bitad/node_modules
+  # Same model, greedy: the installed daemon must say exactly what the checkout's daemon said.
+  if [ -f "$WORK/daemon-ask.out" ]; then
+    cmp <(grep -v "^\[" "$WORK/daemon-ask.out") <(grep -v "^\[" "$WORK/installed-ask.out") >&2 || { log "the installed daemon's answer differs"; return 1; }
+  fi
   stop_daemon "$pid"
 }
 
