@@ -274,6 +274,7 @@ export class Controller {
       load: () => this.loadMonitor?.latest ?? null,
       uptimeS: () => this.uptimeS(),
       components: () => this.components(),
+      recentRequests: this.cfg.telemetry.recent_requests,
     };
   }
 

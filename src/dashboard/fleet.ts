@@ -5,7 +5,7 @@
  * its telemetry stopped (a hung process, a partitioned network: the broker keeps its session and
  * no Will fires), online otherwise.
  */
-import type { BoardRow, History, Point } from './history.js';
+import type { BoardRequest, BoardRow, History, Point } from './history.js';
 
 export type BoardStatus = 'online' | 'offline' | 'stale';
 
@@ -71,6 +71,8 @@ const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 
 export class Fleet {
   private readonly boards = new Map<string, Board>();
+  /** Per board, the recent requests of its previous telemetry (each message repeats the last N). */
+  private readonly seenRequests = new Map<string, Set<string>>();
   private readonly startedAt: number;
 
   constructor(
@@ -110,15 +112,28 @@ export class Fleet {
     this.history?.saveInfo(node, payload);
   }
 
+  /** The request list goes to its own table (not kept in the board's latest telemetry). */
   onTelemetry(node: string, payload: Record<string, unknown>, now = Date.now()): void {
+    const { recent_requests: recent, ...telemetry } = payload;
     const b = this.board(node);
-    b.telemetry = payload;
+    b.telemetry = telemetry;
     b.telemetryTs = now;
-    this.history?.saveTelemetry(node, payload, now, pointOf(node, payload, now));
+    this.history?.saveTelemetry(node, telemetry, now, pointOf(node, telemetry, now));
+    this.onRequests(node, boardRequests(recent), now);
+  }
+
+  /** Only the requests the previous message did not list go to the store (which de-duplicates again, across restarts). */
+  private onRequests(node: string, rows: BoardRequest[], now: number): void {
+    const keys = new Set(rows.map((r) => JSON.stringify(r)));
+    const seen = this.seenRequests.get(node);
+    this.seenRequests.set(node, keys);
+    const fresh = seen ? rows.filter((r) => !seen.has(JSON.stringify(r))) : rows;
+    this.history?.saveRequests(node, fresh, now);
   }
 
   private forget(node: string): void {
     this.boards.delete(node);
+    this.seenRequests.delete(node);
     this.history?.forgetBoard(node);
   }
 
@@ -162,7 +177,7 @@ export class Fleet {
       throttled,
       rss_mb: num(load.rss_mb),
       requests: num(t.requests),
-      errors: num(t.errors),
+      errors: errorCount(t.errors),
       window_s: num(t.window_s),
       health: str(t.state),
       last_seen: b.telemetryTs ?? b.stateTs,
@@ -206,8 +221,36 @@ export function pointOf(node: string, t: Record<string, any>, ts: number): Point
     temp_c: num(load.cpu_temp_c) ?? num(sensed.cpu_temp_c),
     rss_mb: num(load.rss_mb),
     requests: num(t.requests),
-    errors: num(t.errors),
+    errors: errorCount(t.errors),
   };
+}
+
+/** The daemon sends failed requests by error code (`{"busy": 2}`, `{}` for none); a plain number is taken as is. */
+function errorCount(v: unknown): number | null {
+  if (num(v) !== null) return num(v);
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
+  return Object.values(v).reduce<number>((sum, n) => sum + (num(n) ?? 0), 0);
+}
+
+const REQUEST_TEXT = ['transport', 'kind', 'outcome', 'error_code', 'tree_policy'] as const;
+const REQUEST_NUM = ['output_tokens', 'ttft_ms', 'tokens_per_s', 'total_ms', 'tree_budget'] as const;
+
+/**
+ * A telemetry message's `recent_requests` (an object keyed "0", "1", … as the daemon sends it; an
+ * array is taken too) as rows of known fields only, in one key order (the store's identity is the
+ * row's JSON), strings capped: a board is trusted with figures, not with what the page stores.
+ */
+export function boardRequests(v: unknown): BoardRequest[] {
+  if (!v || typeof v !== 'object') return [];
+  const out: BoardRequest[] = [];
+  for (const r of Object.values(v).slice(0, 100) as Array<Record<string, unknown> | null>) {
+    if (!r || typeof r !== 'object' || num(r.ts) === null) continue;
+    const row = { ts: Math.round(r.ts as number) } as Record<string, unknown>;
+    for (const k of REQUEST_TEXT) row[k] = str(r[k])?.slice(0, 64) ?? null;
+    for (const k of REQUEST_NUM) row[k] = num(r[k]);
+    out.push(row as unknown as BoardRequest);
+  }
+  return out;
 }
 
 function fromRow(r: BoardRow): Board {

@@ -1,8 +1,8 @@
 /**
  * The dashboard's HTTP side (node:http, no framework): the static page (gzipped once at start;
  * uPlot served from node_modules, no CDN), JSON APIs, and Server-Sent Events: `/api/events` for the
- * fleet (a snapshot, then once a second the boards that changed), `/api/prompt/<txn>/events` for
- * one prompt's answer.
+ * fleet (a snapshot, then once a second the boards that changed; with `?node=` also that board's
+ * newly reported requests), `/api/prompt/<txn>/events` for one prompt's answer.
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { TokenAuth } from './auth.js';
 import type { Fleet } from './fleet.js';
-import { SERIES, type History, type SeriesName } from './history.js';
+import { SERIES, type BoardRequest, type History, type SeriesName } from './history.js';
 import { validNode, type FleetLink } from './link.js';
 import type { PromptStreams, StreamEvent } from './prompts.js';
 
@@ -26,6 +26,8 @@ export const RANGES: Record<string, { spanMs: number; bucketMs: number }> = {
 const MAX_BODY = 64 * 1024;
 /** An event-stream client that lets this much pile up unsent is cut off; it reconnects and gets a snapshot. */
 const MAX_UNSENT = 1 << 20;
+/** Board requests the board page gets at load (it adds the live ones). */
+const BOARD_REQUESTS = 50;
 
 interface Asset {
   type: string;
@@ -68,7 +70,8 @@ export class DashboardServer {
   private server: Server | null = null;
   private readonly auth: TokenAuth;
   private readonly assets: Map<string, Asset>;
-  private readonly clients = new Set<ServerResponse>();
+  /** Event-stream clients, each with the board whose requests it follows (null: the fleet page). */
+  private readonly clients = new Map<ServerResponse, string | null>();
   private readonly lastSent = new Map<string, string>();
   private tick: NodeJS.Timeout | null = null;
   private heartbeat = 0;
@@ -109,7 +112,7 @@ export class DashboardServer {
     if (p === '/favicon.ico') return void res.writeHead(204).end();
     if (req.method === 'GET' && p === '/api/fleet') return json(res, 200, this.fleetSnapshot());
     if (req.method === 'GET' && p === '/api/history') return this.historyApi(res, url);
-    if (req.method === 'GET' && p === '/api/events') return this.events(req, res);
+    if (req.method === 'GET' && p === '/api/events') return this.events(req, res, url.searchParams.get('node'));
     const promptEvents = /^\/api\/prompt\/([^/]+)\/events$/.exec(p);
     if (req.method === 'GET' && promptEvents) return this.promptEvents(req, res, decodeURIComponent(promptEvents[1]));
     if (board) {
@@ -150,6 +153,7 @@ export class DashboardServer {
       info: b.info,
       telemetry: b.telemetry,
       prompts: this.deps.history.prompts(node, 20),
+      requests: this.deps.history.requests(node, BOARD_REQUESTS),
       windows: this.deps.history.recentPoints(node, 20),
       max_tokens: this.deps.maxTokens,
     };
@@ -190,17 +194,32 @@ export class DashboardServer {
     req.on('close', () => unsubscribe?.());
   }
 
-  private events(req: IncomingMessage, res: ServerResponse): void {
+  private events(req: IncomingMessage, res: ServerResponse, node: string | null): void {
     sseHead(res);
     res.write(`event: snapshot\ndata: ${JSON.stringify(this.fleetSnapshot())}\n\n`);
-    this.clients.add(res);
+    this.clients.set(res, node !== null && validNode(node) ? node : null);
     req.on('close', () => this.clients.delete(res));
   }
 
-  /** Once a second: the boards whose card changed (a status can change by time alone: stale), and the totals. */
+  /** Once a second: new board requests to the pages following those boards, then the fleet update. */
   private pushUpdates(): void {
-    this.deps.history.flush();
+    const fresh = this.deps.history.takeFreshRequests();
     if (this.clients.size === 0) return;
+    this.pushRequests(fresh);
+    this.pushFleet();
+  }
+
+  /** `requests` `{node, requests}` (oldest first) to each page that follows one of these boards. */
+  private pushRequests(fresh: Map<string, BoardRequest[]>): void {
+    if (fresh.size === 0) return;
+    for (const [c, node] of this.clients) {
+      const rows = node === null ? undefined : fresh.get(node);
+      if (rows) this.send(c, `event: requests\ndata: ${JSON.stringify({ node, requests: rows })}\n\n`);
+    }
+  }
+
+  /** The boards whose card changed (a status can change by time alone: stale), and the totals. */
+  private pushFleet(): void {
     const views = this.deps.fleet.views();
     const changed = views.filter((v) => {
       // Every telemetry arrival is sent (last_seen moves: the page's live charts take a point),
@@ -217,17 +236,19 @@ export class DashboardServer {
     this.heartbeat = (this.heartbeat + 1) % 15;
     if (changed.length === 0 && removed.length === 0 && this.heartbeat !== 0) return;
     const msg = `event: update\ndata: ${JSON.stringify({ ts: Date.now(), boards: changed, removed, totals: this.deps.fleet.totals(views), broker_connected: this.deps.link.connected })}\n\n`;
-    for (const c of this.clients) {
-      if (c.writableLength > MAX_UNSENT) {
-        c.destroy();
-        this.clients.delete(c);
-      } else c.write(msg);
-    }
+    for (const c of this.clients.keys()) this.send(c, msg);
+  }
+
+  private send(c: ServerResponse, msg: string): void {
+    if (c.writableLength > MAX_UNSENT) {
+      c.destroy();
+      this.clients.delete(c);
+    } else c.write(msg);
   }
 
   async close(): Promise<void> {
     if (this.tick) clearInterval(this.tick);
-    for (const c of this.clients) c.end();
+    for (const c of this.clients.keys()) c.end();
     this.clients.clear();
     const s = this.server;
     this.server = null;

@@ -109,6 +109,7 @@ const { default: _rootDefault, ...root } = obj({
     enabled: bool(true),
     interval_s: int(30, 1, 86_400),
     load_poll_s: int(10, 1, 3600, 'systeminformation sampling period (its first call takes ~0.5 s).'),
+    recent_requests: int(10, 0, 100, 'Last finished requests listed in each telemetry message (no prompt, no transaction id; every app user can read them); 0 = none.'),
   }),
   metrics: obj({
     enabled: bool(false, 'Serve Prometheus metrics on http://<host>:<port>/metrics (docs/daemon.md "Metrics").'),
@@ -173,7 +174,7 @@ export interface BitadConfig {
     max_buffered_rows: number;
     synchronous: 'normal' | 'full';
   };
-  telemetry: { enabled: boolean; interval_s: number; load_poll_s: number };
+  telemetry: { enabled: boolean; interval_s: number; load_poll_s: number; recent_requests: number };
   metrics: { enabled: boolean; host: string; port: number };
   lifecycle: { drain_timeout_ms: number; engine_stall_ms: number };
   log: { level: string };

@@ -20,6 +20,32 @@ export interface TelemetrySources {
   load: () => LoadSample | null;
   uptimeS: () => number;
   components: () => Components;
+  /** How many of the last finished requests the snapshot lists (`telemetry.recent_requests`; 0 = none); absent: 10. */
+  recentRequests?: number;
+}
+
+export const DEFAULT_RECENT_REQUESTS = 10;
+
+/**
+ * The fields of a request row that telemetry may carry. Telemetry is readable by every app user
+ * under the ACL (deploy/mosquitto/bitad.acl), so this is an allow-list: never the prompt or the
+ * answer (the row has neither), never the transaction id, which another client could use to
+ * cancel or to recognise someone else's request, never anything added to the row later by default.
+ */
+const RECENT_FIELDS = ['ts', 'transport', 'kind', 'outcome', 'error_code', 'output_tokens', 'ttft_ms', 'tokens_per_s', 'total_ms', 'tree_budget', 'tree_policy'] as const;
+export type RecentRequest = Pick<RequestRow, (typeof RECENT_FIELDS)[number]>;
+
+/**
+ * The last `n` finished requests, newest first, so index "0" is always the latest once
+ * telegrafFriendly keys the array by index. Not limited to the window: a dashboard that missed a
+ * snapshot still gets them from the next one (it de-duplicates).
+ */
+export function recentRequests(rows: readonly RequestRow[], n: number): RecentRequest[] {
+  if (n <= 0) return [];
+  return rows
+    .slice(-n)
+    .reverse()
+    .map((r) => Object.fromEntries(RECENT_FIELDS.map((k) => [k, r[k]])) as RecentRequest);
 }
 
 /** Summary over the requests finished in the last `windowMs`, in its wire form (see telegrafFriendly). */
@@ -28,7 +54,9 @@ export function telemetrySnapshot(src: TelemetrySources, windowMs: number, now =
 }
 
 function rawSnapshot(src: TelemetrySources, windowMs: number, now: number): Record<string, unknown> {
-  const rows = src.recent().filter((r) => r.ts >= now - windowMs);
+  const all = src.recent();
+  const rows = all.filter((r) => r.ts >= now - windowMs);
+  const n = src.recentRequests ?? DEFAULT_RECENT_REQUESTS;
   const s = summarize(rows);
   const components = src.components();
   return {
@@ -52,6 +80,8 @@ function rawSnapshot(src: TelemetrySources, windowMs: number, now: number): Reco
     queue_depth: src.queueDepth(),
     busy: src.busy(),
     load: src.load(),
+    // Absent when turned off; an empty object (no request yet) otherwise, so the key is stable.
+    recent_requests: n > 0 ? recentRequests(all, n) : undefined,
   };
 }
 

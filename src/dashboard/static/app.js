@@ -49,6 +49,8 @@ const state = {
   chartNodes: [],
   longTasks: [],
   updates: 0,
+  /** The board page's requests as the board reported them (telemetry), newest first. */
+  boardRequests: [],
 };
 // Read by the tests and the benchmark (series per chart, cards, long tasks).
 window.__dashboard = {
@@ -239,7 +241,14 @@ function reloadChartsSoon() {
 // ---- live stream ----------------------------------------------------------------------------
 
 function connect() {
-  const es = new EventSource('/api/events');
+  // A board page also gets that board's newly reported requests (event `requests`).
+  const es = new EventSource(state.node ? `/api/events?node=${encodeURIComponent(state.node)}` : '/api/events');
+  es.addEventListener('requests', (e) => {
+    const r = JSON.parse(e.data);
+    if (r.node !== state.node) return;
+    state.boardRequests = [...r.requests.slice().reverse(), ...state.boardRequests].slice(0, MAX_REQUEST_ROWS);
+    renderRequests();
+  });
   es.addEventListener('snapshot', (e) => {
     const s = JSON.parse(e.data);
     removeBoards([...state.views.keys()].filter((n) => !s.boards.some((b) => b.node === n)));
@@ -278,17 +287,42 @@ async function loadBoard() {
   if (!r.ok) return;
   const d = await r.json();
   $('prompt-max').max = d.max_tokens;
-  const time = (ts) => new Date(ts).toLocaleTimeString();
-  $('prompts').replaceChildren(
-    row(['time', 'prompt', 'outcome', 'tokens', 'TTFT', 'tok/s'], 'th'),
-    ...d.prompts.map((p) => row([time(p.ts), p.prompt.slice(0, 40), p.outcome ?? 'running', p.stats?.output_tokens ?? '–', ms(p.stats?.ttft_ms), fmt(p.stats?.tokens_per_s, 1)], 'l')),
-  );
+  state.detail = d;
+  state.boardRequests = d.requests ?? [];
+  renderRequests();
   $('windows').replaceChildren(
     row(['time', 'requests', 'errors', 'tok/s p50', 'TTFT p95', 'queue'], 'th'),
     ...d.windows.map((w) => row([time(w.ts), w.requests ?? '–', w.errors ?? '–', fmt(w.tokens_per_s, 1), ms(w.ttft_ms_p95), w.queue_depth ?? '–'])),
   );
-  state.detail = d;
   renderDetails();
+}
+
+const MAX_REQUEST_ROWS = 50;
+const time = (ts) => new Date(ts).toLocaleTimeString();
+
+/**
+ * One table: the prompts sent from this page (with their text) and the requests the board reported
+ * in its telemetry (any client; no text, the daemon never publishes it). A prompt of ours shows
+ * once: the board's row with the same total_ms and output tokens (both to the µs, from the same
+ * measurement) is that prompt. Sorted by time: the dashboard's clock for prompts, the board's for
+ * its rows.
+ */
+function renderRequests() {
+  const d = state.detail;
+  if (!d) return;
+  const ours = new Set(d.prompts.filter((p) => p.stats).map((p) => `${p.stats.total_ms}|${p.stats.output_tokens}`));
+  const prompts = d.prompts.map((p) => ({
+    ts: p.ts,
+    cells: [time(p.ts), p.prompt.slice(0, 40), p.outcome ?? 'running', p.stats?.output_tokens ?? '–', ms(p.stats?.ttft_ms), fmt(p.stats?.tokens_per_s, 1), ms(p.stats?.total_ms), 'this page'],
+  }));
+  const board = state.boardRequests
+    .filter((r) => !ours.has(`${r.total_ms}|${r.output_tokens}`))
+    .map((r) => ({
+      ts: r.ts,
+      cells: [time(r.ts), `${r.kind ?? '?'} · ${r.transport ?? '?'}`, r.outcome === 'error' ? `error ${r.error_code ?? ''}` : r.outcome ?? '–', r.output_tokens ?? '–', ms(r.ttft_ms), fmt(r.tokens_per_s, 1), ms(r.total_ms), 'board'],
+    }));
+  const rows = [...prompts, ...board].sort((a, b) => b.ts - a.ts).slice(0, MAX_REQUEST_ROWS);
+  $('prompts').replaceChildren(row(['time', 'request', 'outcome', 'tokens', 'TTFT', 'tok/s', 'total', 'from'], 'th'), ...rows.map((r) => row(r.cells, 'l')));
 }
 
 function renderDetails() {
