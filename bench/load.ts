@@ -68,6 +68,8 @@ interface Variant {
   mode: 'plain' | 'bita';
   budget?: number;
   policy?: Adaptive;
+  /** Served by an engine of its own (the control for the adaptive variants' own engines). */
+  own?: boolean;
 }
 const FIXED = [2, 4, 8, 16, 32];
 const ADAPTIVE: Adaptive[] = ['throughput', 'neighbourly', 'auto'];
@@ -75,6 +77,9 @@ const VARIANTS: Variant[] = [
   { name: 'plain', mode: 'plain' },
   ...FIXED.map((b): Variant => ({ name: `fixed_${b}`, mode: 'bita', budget: b })),
   ...ADAPTIVE.map((p): Variant => ({ name: p, mode: 'bita', policy: p })),
+  // Control: fixed 8 rows on an engine of its own, like each adaptive policy. What separates it from
+  // fixed_8 is the engine instance alone, not the tree.
+  { name: 'fixed_8_own', mode: 'bita', budget: 8, own: true },
 ];
 
 interface Condition {
@@ -110,22 +115,24 @@ interface BenchEngine {
   /** Plain and fixed budgets (policy fixed). */
   engine: WorkerEngine;
   adaptive: Map<Adaptive, WorkerEngine>;
+  control: WorkerEngine;
   /** Plain decoding's token ids per prompt: what every variant must reproduce (lossless). */
   reference: number[][];
 }
 
-const engineFor = (e: BenchEngine, v: Variant): WorkerEngine => (v.policy ? e.adaptive.get(v.policy)! : e.engine);
+const engineFor = (e: BenchEngine, v: Variant): WorkerEngine => (v.policy ? e.adaptive.get(v.policy)! : v.own ? e.control : e.engine);
 
 const generate = (e: BenchEngine, v: Variant, prompt: string) =>
   engineFor(e, v).generate({ prompt, maxTokens: NEW_TOKENS, mode: v.mode, stop: [] }, { onChunk: () => {} });
 
-const allEngines = (e: BenchEngine): WorkerEngine[] => [e.engine, ...e.adaptive.values()];
+const allEngines = (e: BenchEngine): WorkerEngine[] => [e.engine, ...e.adaptive.values(), e.control];
 
 async function openEngine(dir: string, threads: number): Promise<BenchEngine> {
   const engine = await loadEngine(dir, { threads, treeBudget: 10, treePolicy: 'fixed' });
   const adaptive = new Map<Adaptive, WorkerEngine>();
   for (const p of ADAPTIVE) adaptive.set(p, await loadEngine(dir, { threads, treePolicy: p }));
-  const e: BenchEngine = { threads, engine, adaptive, reference: [] };
+  const control = await loadEngine(dir, { threads, treeBudget: 8, treePolicy: 'fixed' });
+  const e: BenchEngine = { threads, engine, adaptive, control, reference: [] };
   for (const p of PROMPTS) e.reference.push((await generate(e, VARIANTS[0], p)).tokens);
   // Warm-up: each engine's isolate JIT-compiles the decoding loop, and each adaptive engine's sizer
   // learns its step costs and gain curve, as on a daemon that has been serving for a while.
@@ -135,7 +142,7 @@ async function openEngine(dir: string, threads: number): Promise<BenchEngine> {
 
 /** Sets the fixed budget a fixed variant decodes with (adaptive variants have their own engines). */
 function configure(e: BenchEngine, v: Variant): void {
-  if (v.budget) e.engine.setTreeBudget(v.budget);
+  if (v.budget && !v.own) e.engine.setTreeBudget(v.budget);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,6 +294,7 @@ function verdict(hogs: number, vs: Record<string, VariantResult | null>) {
     adaptive_vs_best_fixed: ratio(tps('auto'), tps(bestFixed)),
     adaptive_vs_plain: ratio(tps('auto'), tps('plain')),
     throughput_vs_best_fixed: ratio(tps('throughput'), tps(bestFixed)),
+    own_engine_vs_shared_fixed_8: ratio(tps('fixed_8_own'), tps('fixed_8')),
     throughput_vs_plain: ratio(tps('throughput'), tps('plain')),
     neighbourly_vs_widest_hog_work: hogs ? ratio(vs.neighbourly?.hog_units_per_s, vs.fixed_32?.hog_units_per_s) : null,
     neighbourly_vs_best_tokens: ratio(tps('neighbourly'), bestAny > 0 ? bestAny : null),
@@ -327,6 +335,7 @@ function printVerdict(v: ReturnType<typeof verdict>): void {
     `auto vs plain ${v.adaptive_vs_plain ?? '-'} (>= 1.0: ${t(v.targets.adaptive_ge_plain)}); throughput vs best fixed ${v.throughput_vs_best_fixed ?? '-'}, vs plain ${v.throughput_vs_plain ?? '-'}`);
   console.log(`neighbourly: hog work vs fixed_32 ${v.neighbourly_vs_widest_hog_work ?? '-'}, tokens/s vs best ${v.neighbourly_vs_best_tokens ?? '-'} ` +
     `(>= ${MEASURABLE} and >= 0.90: ${t(v.targets.neighbourly_more_hog_work_le_10pct_loss)})`);
+  console.log(`control: fixed 8 rows on an engine of its own vs on the shared one ${v.own_engine_vs_shared_fixed_8 ?? '-'}`);
 }
 
 // ---------------------------------------------------------------------------------------------
