@@ -55,12 +55,12 @@ in_root() {
     ${EXTRA_ENV:+$EXTRA_ENV} bash -c "$1"
 }
 
-# in_root_as USER CMD...: exec'd straight through (setpriv, env), so $! of a background call is node.
-in_root_as() {
-  local user="$1"
-  shift
-  chroot "$ROOT" setpriv --reuid="$user" --regid="$user" --init-groups \
-    /usr/bin/env -i HOME="/home/$user" PATH="$IN_ROOT_PATH" LANG=C.UTF-8 "$@"
+# as_user USER: sets AS_USER to the command prefix that runs a command in the root as USER. chroot,
+# setpriv and env each exec the next, so a background "${AS_USER[@]}" node … & has node as its $!
+# (a function run in the background would be a subshell with node as its child).
+as_user() {
+  AS_USER=(chroot "$ROOT" setpriv --reuid="$1" --regid="$1" --init-groups
+    /usr/bin/env -i HOME="/home/$1" PATH="$IN_ROOT_PATH" LANG=C.UTF-8)
 }
 
 host_setup() {
@@ -213,7 +213,8 @@ last_row() {
 # ask_and_check NAME BITAD_JS SOCKET DB MODULES: one `bitad ask` as the check user, its row checked.
 ask_and_check() {
   local name="$1" bitad="$2" sock="$3" db="$4" modules="$5"
-  in_root_as "$CHECK_USER" /usr/bin/node "$bitad" ask "Once upon a time" --socket "$sock" --max-tokens "$ASK_TOKENS" \
+  as_user "$CHECK_USER"
+  "${AS_USER[@]}" /usr/bin/node "$bitad" ask "Once upon a time" --socket "$sock" --max-tokens "$ASK_TOKENS" \
     >"$WORK/$name-ask.out" 2>&1 || { cat "$WORK/$name-ask.out" >&2; return 1; }
   cat "$WORK/$name-ask.out" >&2
   last_row "$db" "$modules" | tail -n 1 >"$WORK/$name-row.json"
@@ -235,10 +236,13 @@ run_daemon_check() {
   rm -rf "$ROOT$home/var"
   # MQTT on a free port: the host's network is the root's, and 1883 may be in use out here.
   printf 'data_dir: %s/var\nmqtt:\n  port: 0\n' "$home" >"$ROOT$home/bitad.yaml"
-  in_root_as "$CHECK_USER" /usr/bin/node /srv/bitad-src/bin/bitad.js start --config "$home/bitad.yaml" \
+  as_user "$CHECK_USER"
+  "${AS_USER[@]}" /usr/bin/node /srv/bitad-src/bin/bitad.js start --config "$home/bitad.yaml" \
     >"$WORK/daemon.log" 2>&1 &
   pid=$!
   echo "$pid" >>"$WORK/pids"
+  # A failing check ends this stage's subshell: the daemon must not outlive it.
+  trap "kill -TERM $pid 2>/dev/null || true" EXIT
   wait_socket "$home/var/bitad.sock" "$pid" 300 || { tail -20 "$WORK/daemon.log" >&2; return 1; }
   runs_as "$pid" "$CHECK_USER"
   ask_and_check daemon /srv/bitad-src/bin/bitad.js "$home/var/bitad.sock" "$home/var/bitad.db" /srv/bitad-src/node_modules
@@ -283,6 +287,8 @@ start_installed_daemon() {
     bash -c "cd $wd && set -a && . /etc/bitad/bitad.env && set +a && exec $exec" >"$WORK/installed-daemon.log" 2>&1 &
   pid=$!
   echo "$pid" >>"$WORK/pids"
+  # A failing check ends this stage's subshell: the daemon must not outlive it.
+  trap "kill -TERM $pid 2>/dev/null || true" EXIT
   wait_socket /run/bitad/bitad.sock "$pid" 300 || { tail -20 "$WORK/installed-daemon.log" >&2; return 1; }
   log "installed daemon: $(tr '\0' ' ' <"/proc/$pid/cmdline")"
   runs_as "$pid" "$user"

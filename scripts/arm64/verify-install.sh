@@ -12,7 +12,15 @@ fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
 expect() { # expect WHAT FOUND WANTED
   if [ "$2" = "$3" ]; then ok "$1"; else fail "$1" "found '$2', want '$3'"; fi
 }
-mode_owner() { stat -c '%a %U:%G' "$R$1" 2>/dev/null || echo missing; }
+# Numeric owners, mapped through the root's own files: the host may give the same ids other names.
+mode_owner() {
+  local m
+  m=$(stat -c '%a %u:%g' "$R$1" 2>/dev/null) || { echo missing; return; }
+  echo "$m" | awk -v users="$(awk -F: '{ printf "%s=%s ", $3, $1 }' "$R/etc/passwd")" \
+    -v groups="$(awk -F: '{ printf "%s=%s ", $3, $1 }' "$R/etc/group")" '
+    function name(id, list,   n, i, kv) { n = split(list, kv, " "); for (i = 1; i <= n; i++) if (index(kv[i], id "=") == 1) return substr(kv[i], length(id) + 2); return id }
+    { split($2, o, ":"); print $1, name(o[1], users) ":" name(o[2], groups) }'
+}
 # Names resolved through the root's own passwd/group files (the host's may differ).
 passwd_field() { awk -F: -v u="$1" -v f="$2" '$1 == u { print $f }' "$R/etc/passwd"; }
 
