@@ -6,8 +6,8 @@
  * ACL lets only that user read).
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
+import { tlsClientOptions, type TlsFiles } from '../daemon/transport/tls.js';
 
 export interface LinkOptions {
   host: string;
@@ -16,7 +16,7 @@ export interface LinkOptions {
   baseTopic: string;
   username?: string;
   password?: string;
-  tls?: { ca?: string; cert?: string; key?: string; rejectUnauthorized: boolean } | null;
+  tls?: TlsFiles | null;
   clientId?: string;
   connectTimeoutMs?: number;
 }
@@ -95,13 +95,7 @@ export class FleetLink {
       reconnectPeriod: 2000,
       connectTimeout: o.connectTimeoutMs ?? 10_000,
     };
-    if (o.tls) {
-      if (o.tls.ca) opts.ca = readFileSync(o.tls.ca);
-      if (o.tls.cert) opts.cert = readFileSync(o.tls.cert);
-      if (o.tls.key) opts.key = readFileSync(o.tls.key);
-      opts.rejectUnauthorized = o.tls.rejectUnauthorized;
-    }
-    return opts;
+    return { ...opts, ...tlsClientOptions(o.tls ?? null) };
   }
 
   private onMessage(topic: string, payload: Buffer, correlation: Buffer | undefined): void {

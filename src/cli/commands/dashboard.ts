@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../../daemon/config/load.js';
 import { DashboardConfigError, DEFAULT_MAX_POINTS, DEFAULT_PORT, DEFAULT_RETENTION_MS, startDashboard, type DashboardOptions } from '../../dashboard/index.js';
 import type { LinkOptions } from '../../dashboard/link.js';
+import { configTls } from '../../daemon/transport/tls.js';
 
 export const dashboardHelp = `Usage: bitad dashboard [options]
 
@@ -75,7 +76,7 @@ function mqttOptions(values: Values, env: NodeJS.ProcessEnv): { link: LinkOption
     baseTopic: values['base-topic'] ?? m.base_topic,
     username: m.username,
     password: m.password,
-    tls: m.tls.enabled ? { ca: m.tls.ca, cert: m.tls.cert, key: m.tls.key, rejectUnauthorized: m.tls.reject_unauthorized } : null,
+    tls: configTls(m.tls),
   };
   if (values.broker) {
     const u = new URL(values.broker);

@@ -6,10 +6,10 @@
  * payload again on its next connect.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions } from 'mqtt';
 import type { BitadConfig } from '../../daemon/config/schema.js';
 import { removeDevice } from '../../daemon/transport/ha-discovery.js';
+import { configTls, tlsClientOptions } from '../../daemon/transport/tls.js';
 
 export const decommissionHelp = `Usage: bitad decommission [--config <file.yaml>] [--forget]
 
@@ -34,13 +34,7 @@ function clientOptions(m: BitadConfig['mqtt']): IClientOptions {
     reconnectPeriod: 0,
     connectTimeout: 10_000,
   };
-  if (m.tls.enabled) {
-    if (m.tls.ca) opts.ca = readFileSync(m.tls.ca);
-    if (m.tls.cert) opts.cert = readFileSync(m.tls.cert);
-    if (m.tls.key) opts.key = readFileSync(m.tls.key);
-    opts.rejectUnauthorized = m.tls.reject_unauthorized;
-  }
-  return opts;
+  return { ...opts, ...tlsClientOptions(configTls(m.tls)) };
 }
 
 export async function decommission(cfg: BitadConfig, o: { forget?: boolean; out?: (line: string) => void } = {}): Promise<number> {

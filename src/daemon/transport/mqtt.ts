@@ -8,10 +8,10 @@
  * `homeassistant.enabled`, the retained Home Assistant discovery payload too (ha-discovery.ts).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import type { BitadConfig } from '../config/schema.js';
+import { configTls, tlsClientOptions } from './tls.js';
 import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
 import { errorReply, parsePayload, routingFields, type Reply, type Routing } from '../protocol/envelope.js';
 import type { ComponentHealth } from '../health.js';
@@ -178,13 +178,7 @@ export class MqttTransport {
       will: { topic: this.topics.own('state'), payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true },
       ...(cfg.protocol_version === 5 ? { properties: { sessionExpiryInterval: cfg.session_expiry_s } } : {}),
     };
-    if (cfg.tls.enabled) {
-      if (cfg.tls.ca) opts.ca = readFileSync(cfg.tls.ca);
-      if (cfg.tls.cert) opts.cert = readFileSync(cfg.tls.cert);
-      if (cfg.tls.key) opts.key = readFileSync(cfg.tls.key);
-      opts.rejectUnauthorized = cfg.tls.reject_unauthorized;
-    }
-    return opts;
+    return { ...opts, ...tlsClientOptions(configTls(cfg.tls)) };
   }
 
   /**
