@@ -100,8 +100,7 @@ def export_graphs(m, out: str, variants: list[str], keep_fp32: bool) -> dict:
 
 def write_manifest(out: str, m, graphs: dict, params: dict, a, export_s: float) -> dict:
     """The package-format manifest with the engine-relevant blocks real; no tokenizer."""
-    from .model import NEG
-    from .package import FORMAT, FORMAT_VERSION, VARIANTS, file_entry
+    from .package import FORMAT, FORMAT_VERSION, VARIANTS, file_entry, graph_io
 
     c = m.c
     arch = c.to_dict()
@@ -123,14 +122,7 @@ def write_manifest(out: str, m, graphs: dict, params: dict, a, export_s: float) 
         "chat_template": None,
         "graphs": graphs,
         "quantization": {v: VARIANTS[v][1] for v in variants},
-        "io": {
-            "kv_layout": "sequence-major [1, seq, n_kv_heads, head_dim]",
-            "inputs": ["input_ids", "position_ids", "attention_bias"],
-            "past_key": "past_key_{i}", "past_value": "past_value_{i}",
-            "logits": "logits",
-            "new_key": "new_key_{i}", "new_value": "new_value_{i}",
-            "bias_hidden": NEG,
-        },
+        "io": graph_io(),
         "files": {graphs[v]: file_entry(os.path.join(out, graphs[v])) for v in sorted(variants)},
         "provenance": {"built_by": "python3 -m bitatool random-graph", "seed": a.seed,
                        "init": f"normal(0, {INIT_STD}); wo and w2 scaled by 1/sqrt(2*layers); "

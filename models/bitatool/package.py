@@ -26,6 +26,18 @@ VARIANTS = {
 }
 
 
+def graph_io() -> dict:
+    """The manifest's "io": the graph interface export_onnx writes (docs/package-format.md)."""
+    return {
+        "kv_layout": "sequence-major [1, seq, n_kv_heads, head_dim]",
+        "inputs": ["input_ids", "position_ids", "attention_bias"],
+        "past_key": "past_key_{i}", "past_value": "past_value_{i}",
+        "logits": "logits",
+        "new_key": "new_key_{i}", "new_value": "new_value_{i}",
+        "bias_hidden": NEG,
+    }
+
+
 def file_entry(path: str) -> dict:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -122,14 +134,7 @@ def write_package(out_dir: str, model: Llama, tokenizer_json, name: str, provena
         "chat_template": chat_template,
         "graphs": graphs,
         "quantization": {v: VARIANTS[v][1] for v in variants},
-        "io": {
-            "kv_layout": "sequence-major [1, seq, n_kv_heads, head_dim]",
-            "inputs": ["input_ids", "position_ids", "attention_bias"],
-            "past_key": "past_key_{i}", "past_value": "past_value_{i}",
-            "logits": "logits",
-            "new_key": "new_key_{i}", "new_value": "new_value_{i}",
-            "bias_hidden": NEG,
-        },
+        "io": graph_io(),
         "files": {},
         "provenance": provenance,
         "license": license,
