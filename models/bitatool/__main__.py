@@ -9,6 +9,7 @@ COMMAND_MODULES = [
     "bitatool.cli_train",
     "bitatool.cli_ngram",
     "bitatool.cli_random",
+    "bitatool.cli_mask_aware",
 ]
 
 

@@ -79,6 +79,7 @@ def cmd_quantize(a) -> int:
 
 def cmd_package(a) -> int:
     from .loaders import attach_adapters, load_any
+    from .mask_aware import fine_tuned_of
     from .package import write_package
 
     _threads()
@@ -97,7 +98,7 @@ def cmd_package(a) -> int:
             "adapters_extra": extra or None}
     variants = tuple(a.variants.split(","))
     write_package(a.out, m, tok, a.name, prov, a.license, {}, variants=variants,
-                  default=a.default or variants[-1], log=log, **meta)
+                  default=a.default or variants[-1], fine_tuned=fine_tuned_of(a.model), log=log, **meta)
     return 0
 
 

@@ -75,11 +75,12 @@ def write_tokenizer_config(out_dir: str, tok: dict, bos: int | None, eos: int | 
 def write_package(out_dir: str, model: Llama, tokenizer_json, name: str, provenance: dict, license: str,
                   eval: dict, variants=("fp32", "int8"), default: str = "int8", *, family: str | None = None,
                   chat_template: str | None = None, bos_id: int | None = None, eos_id: int | None = None,
-                  add_bos: bool = True, log=print) -> dict:
+                  add_bos: bool = True, fine_tuned: dict | None = None, log=print) -> dict:
     """Export `model` into `out_dir` and return the manifest written there.
 
     tokenizer_json: path to a tokenizer.json, or its parsed dict. Fold any training-only prefix
-    reparameterisation into model.prefix before calling.
+    reparameterisation into model.prefix before calling. fine_tuned: the checkpoint's record of a
+    base trained here (bitatool.mask_aware), written as the manifest's "fine_tuned".
     """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or default not in variants:
@@ -140,6 +141,8 @@ def write_package(out_dir: str, model: Llama, tokenizer_json, name: str, provena
         "license": license,
         "eval": eval,
     }
+    if fine_tuned:
+        manifest["fine_tuned"] = fine_tuned  # the base weights changed: from what, and how far
     for fname in sorted(["tokenizer.json", "tokenizer_config.json"] + [graphs[v] for v in variants]):
         manifest["files"][fname] = file_entry(os.path.join(out_dir, fname))
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
