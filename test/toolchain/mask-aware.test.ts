@@ -29,7 +29,7 @@ function progress(log: string): Map<number, { mask: number; moved: number }> {
 }
 
 t.test('train-mask-aware: loss falls, online targets follow the model, provenance recorded and packaged', async (t) => {
-  const dir = tempDir(t, 'mask-aware-');
+  const dir = ROOT; // online.pt is the tuned model of the quality test below
   const fast = ['--steps', '30', '--lr-base', '1e-2', '--lr-adapters', '5e-2'];
   const online = progress(train(dir, 'online.pt', fast));
   t.ok(online.get(30)!.mask < online.get(10)!.mask - 0.5, `mask loss ${online.get(10)!.mask} -> ${online.get(30)!.mask}`);
@@ -60,6 +60,19 @@ t.test('train-mask-aware: loss falls, online targets follow the model, provenanc
   t.same(manifest.fine_tuned, ft, 'the package manifest carries the fine_tuned record');
 });
 
+t.test('train-mask-aware: online targets start at the stored greedy tokens; the KL anchor holds the normal rows', async (t) => {
+  const dir = tempDir(t, 'mask-aware-');
+  // Step 1's loss is computed on the untouched original, whose argmax on its own greedy text is that text.
+  t.equal(progress(train(dir, 'one.pt', ['--steps', '1'])).get(1)!.moved, 0);
+  const kl = (extra: string[], out: string) => {
+    const log = train(dir, out, ['--steps', '30', '--lr-base', '1e-2', '--lr-adapters', '5e-2', '--anchor-ce', '0', ...extra]);
+    return Number(/step 30\/30 .* kl ([\d.]+)/.exec(log)![1]);
+  };
+  const free = kl(['--anchor-kl', '0'], 'free.pt');
+  const held = kl(['--anchor-kl', '10'], 'held.pt');
+  t.ok(held < free / 2, `KL to the original after 30 steps: ${held} anchored vs ${free} free`);
+});
+
 t.test('train-mask-aware: a run stopped and resumed equals an uninterrupted one', async (t) => {
   const dir = tempDir(t, 'mask-aware-');
   const six = ['--steps', '6', '--ckpt-every', '2', '--lr-base', '1e-2'];
@@ -78,17 +91,16 @@ t.test('train-mask-aware: a run stopped and resumed equals an uninterrupted one'
 });
 
 t.test('quality: every field, in range, for the model and its reference', async (t) => {
-  const dir = tempDir(t, 'mask-aware-');
-  train(dir, 'tuned.pt', ['--steps', '4']);
-  const out = JSON.parse(py(['-m', 'bitatool', 'quality', join(dir, 'tuned.pt'), '--reference', TINY_PT,
+  const tunedPt = join(ROOT, 'online.pt');
+  const out = JSON.parse(py(['-m', 'bitatool', 'quality', tunedPt, '--reference', TINY_PT,
     '--paragraphs', '3', '--prompts', '4', '--n-new', '16', '--json'])) as { models: Record<string, Record<string, number | null>> };
-  const tuned = out.models[join(dir, 'tuned.pt')]!;
+  const tuned = out.models[tunedPt]!;
   const ref = out.models[TINY_PT]!;
   for (const [name, m] of [['tuned', tuned], ['reference', ref]] as const) {
     t.ok(m.bpb! > 0 && m.bpb! < 20, `${name} bpb ${m.bpb}`);
     for (const k of ['rep4_greedy', 'rep4_sampled']) t.ok(m[k]! >= 0 && m[k]! <= 1, `${name} ${k} ${m[k]}`);
     // A random model's text is far from the teacher: NLL above 0 and finite.
-    for (const k of ['teacher_nll_greedy', 'teacher_nll_sampled']) t.ok(m[k]! > 0 && m[k]! < 50, `${name} ${k} ${m[k]}`);
+    for (const k of ['teacher_nll_greedy', 'teacher_nll_sampled']) t.ok(m[k]! > 0 && m[k]! < 100, `${name} ${k} ${m[k]}`);
   }
   t.ok(tuned.agreement_with_reference! > 0 && tuned.agreement_with_reference! <= 1, `agreement ${tuned.agreement_with_reference}`);
   t.equal(ref.agreement_with_reference, null, 'no agreement of the reference with itself');
