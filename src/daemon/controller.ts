@@ -287,7 +287,7 @@ export class Controller {
     return {
       node_id: this.cfg.node_id,
       version: VERSION,
-      model: m ? { name: m.model, context_length: m.contextLength, vocab_size: m.vocabSize, bita: m.bita } : null,
+      model: m ? { name: m.model, context_length: m.contextLength, vocab_size: m.vocabSize, bita: m.bita, fine_tuned: m.fineTuned } : null,
       transports: { mqtt: this.mqtt?.base ?? null, socket: this.socket ? this.cfg.socket.path : null },
       limits: { max_payload_bytes: this.cfg.limits.max_payload_bytes, max_tokens: this.cfg.limits.max_tokens, queue_capacity: this.cfg.queue.capacity },
     };

@@ -142,6 +142,7 @@ export class Generator {
       vocabSize: m.architecture.vocab_size,
       bita: this.hasAdapters,
       treeBudget: tree.rows,
+      fineTuned: m.fine_tuned ?? null,
       tree,
     };
   }

@@ -38,6 +38,8 @@ export interface Manifest {
   drafts?: { ngram?: { file: string } };
   eval?: Record<string, unknown>;
   license?: string;
+  /** Set by `bitatool train-mask-aware`: the base weights changed, from what and how far (docs/models.md). */
+  fine_tuned?: Record<string, unknown>;
 }
 
 export interface ModelPackage {

@@ -65,6 +65,8 @@ export interface EngineInfo {
   bita: boolean;
   /** Rows the tree steps use now (= tree.rows). */
   treeBudget: number;
+  /** The manifest's `fine_tuned` record (base weights changed by mask-aware training), else null. */
+  fineTuned: Record<string, unknown> | null;
   tree: TreeInfo;
 }
 

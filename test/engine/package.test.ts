@@ -87,3 +87,20 @@ t.test('a graph variant that is not batch-invariant is refused with the variants
   t.equal(loadPackage(dir, 'int8w').variant, 'int8w');
   t.equal(loadPackage(dir, 'fp32').variant, 'fp32');
 });
+
+t.test('a fine-tuned package says so: the manifest\'s fine_tuned record reaches the engine\'s info', async (t) => {
+  const { cpSync, readFileSync: read, writeFileSync: write, rmSync } = await import('node:fs');
+  const { loadEngine } = await import('../../src/engine/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-ft-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync('models/tinystories-bita', dir, { recursive: true, filter: (f) => !f.endsWith('.pt') });
+  const m = JSON.parse(read(join(dir, 'manifest.json'), 'utf8'));
+  m.fine_tuned = { from: { name: 'tinystories-bita' }, steps: 30, agreement_with_original: 0.812, bpb_before: 1.5524, bpb_after: 1.5979 };
+  write(join(dir, 'manifest.json'), JSON.stringify(m));
+  const engine = await loadEngine(dir, { treePolicy: 'fixed' });
+  t.teardown(() => engine.close());
+  t.same(engine.info().fineTuned, m.fine_tuned);
+  const plain = await loadEngine('models/tinystories-bita', { treePolicy: 'fixed' });
+  t.teardown(() => plain.close());
+  t.equal(plain.info().fineTuned, null, 'the bundled model is the original');
+});

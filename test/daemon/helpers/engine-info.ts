@@ -8,6 +8,7 @@ export function stubInfo(model: string, rows = 1, bita = false): EngineInfo {
     vocabSize: 512,
     bita,
     treeBudget: rows,
+    fineTuned: null,
     tree: { policy: 'fixed', active: 'fixed', rows, minRows: 1, maxRows: rows, reason: 'stand-in engine', changes: 0 },
   };
 }

@@ -50,7 +50,7 @@ export class FakeEngine implements Engine {
   info(): EngineInfo {
     const active = this.treePolicy === 'fixed' ? 'fixed' : 'throughput';
     const tree = { policy: this.treePolicy, active, rows: this.treeBudget, minRows: 1, maxRows: 32, reason: `fake engine: ${this.treeBudget} rows`, changes: 0 } as const;
-    return { model: 'fake', contextLength: this.contextLength, vocabSize: this.opts.vocabSize ?? 512, bita: true, treeBudget: this.treeBudget, tree };
+    return { model: 'fake', contextLength: this.contextLength, vocabSize: this.opts.vocabSize ?? 512, bita: true, treeBudget: this.treeBudget, fineTuned: null, tree };
   }
 
   setTreeBudget(rows: number): void {
