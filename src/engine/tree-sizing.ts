@@ -55,15 +55,18 @@ export class TreeSizing implements Sizing {
     };
   }
 
-  /** Times forwards of each row count on an empty cache so the cost model starts from this board. */
-  calibrate(model: OrtTreeModel): void {
-    const maxQ = Math.min(model.maxRows, model.maxPositions);
+  /**
+   * Times forwards of each row count the sizer may choose (up to tree max_rows: the cost model has
+   * one bucket per row count up to it, and a larger count would land in the last one) on an empty
+   * cache, so the cost model starts from this board.
+   */
+  calibrate(model: Pick<OrtTreeModel, 'maxRows' | 'maxPositions' | 'forward' | 'truncate'>): void {
+    const maxQ = Math.min(model.maxRows, model.maxPositions, this.options.maxRows);
     const ids = new Int32Array(maxQ);
     const positions = new Int32Array(maxQ);
     const parents = new Int32Array(maxQ).map((_, i) => i - 1);
     const bias = new Float32Array(maxQ * maxQ);
-    for (const rows of CALIBRATION_ROWS) {
-      if (rows > maxQ || rows > this.options.maxRows * 2) continue;
+    for (const rows of new Set([...CALIBRATION_ROWS.filter((r) => r < maxQ), maxQ])) {
       rowsAttentionBias(parents, rows, 0, bias, positions);
       for (let run = 0; run < CALIBRATION_RUNS; run++) {
         const t0 = performance.now();
