@@ -11,12 +11,8 @@ import type { ModelPackage } from './package.js';
 import type { SyncSession } from './ort.js';
 import { OutputStream, type Emit } from './output.js';
 import { MAX_TREE_ROWS, SLOT_CANCEL } from './protocol.js';
-
-export { MAX_TREE_ROWS } from './protocol.js';
 import type { TextCodec } from './text.js';
 import { type EngineInfo, type FinishReason, type GenerateRequest, type GenerateResult, type GenerateStats, EngineError } from './types.js';
-
-export { STREAM_INTERVAL_MS, type Emit } from './output.js';
 
 const PREFILL_CHUNK = 64;
 const DEFAULT_MAX_TOKENS = 128;

@@ -9,12 +9,13 @@
  * cost and gain there stay measured.
  */
 import type { BoardLoad, TreePolicy } from '../load.js';
+import { MAX_TREE_ROWS } from '../protocol.js';
 import { bestBudget, NEIGHBOURLY_LOSS, rateAt } from './budget.js';
 import { StepCost } from './cost.js';
 import { GainCurve } from './gain.js';
 
-/** Largest tree the sizer will ask for (generate.ts MAX_TREE_ROWS). */
-export const SIZER_MAX_ROWS = 64;
+/** Largest tree the sizer will ask for: the most rows a step can feed. */
+export const SIZER_MAX_ROWS = MAX_TREE_ROWS;
 
 export type ActivePolicy = 'throughput' | 'neighbourly' | 'fixed';
 
