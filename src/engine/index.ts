@@ -10,7 +10,7 @@ import {
   EngineError,
 } from './types.js';
 import {
-  type FromWorker, type ToWorker, type TreeOptions, MAX_TREE_ROWS, SHARED_SLOTS, SLOT_BUDGET, SLOT_CANCEL,
+  type FromWorker, type ToWorker, type TreeOptions, clampRows, SHARED_SLOTS, SLOT_BUDGET, SLOT_CANCEL,
   writeLoad, writePolicy,
 } from './protocol.js';
 import type { BoardLoad, TreePolicy } from './load.js';
@@ -99,7 +99,7 @@ export class WorkerEngine implements Engine {
   }
 
   setTreeBudget(rows: number): void {
-    Atomics.store(this.shared, SLOT_BUDGET, Math.min(MAX_TREE_ROWS, Math.max(1, Math.floor(rows))));
+    Atomics.store(this.shared, SLOT_BUDGET, clampRows(rows));
   }
 
   setTreePolicy(policy: TreePolicy): void {
@@ -190,13 +190,12 @@ export class WorkerEngine implements Engine {
 }
 
 function treeOptions(opts: EngineOptions): TreeOptions {
-  const clamp = (x: number) => Math.min(MAX_TREE_ROWS, Math.max(1, Math.floor(x)));
-  const minRows = clamp(opts.treeMinRows ?? 1);
+  const minRows = clampRows(opts.treeMinRows ?? 1);
   return {
     policy: opts.treePolicy ?? 'auto',
-    fixedRows: clamp(opts.treeBudget ?? DEFAULT_TREE_BUDGET),
+    fixedRows: clampRows(opts.treeBudget ?? DEFAULT_TREE_BUDGET),
     minRows,
-    maxRows: Math.max(minRows, clamp(opts.treeMaxRows ?? DEFAULT_TREE_MAX_ROWS)),
+    maxRows: Math.max(minRows, clampRows(opts.treeMaxRows ?? DEFAULT_TREE_MAX_ROWS)),
   };
 }
 

@@ -22,6 +22,11 @@ const NO_READING = -0x80000000;
 /** Largest tree a step may use (rows); CPU steps stop paying well before this (platform-notes). */
 export const MAX_TREE_ROWS = 64;
 
+/** A row budget as steps can use it: an integer in 1..MAX_TREE_ROWS. */
+export function clampRows(rows: number): number {
+  return Math.min(MAX_TREE_ROWS, Math.max(1, Math.floor(rows)));
+}
+
 export function writeLoad(shared: Int32Array, load: BoardLoad): void {
   Atomics.store(shared, SLOT_OTHERS_CPU, Math.round(clamp01(load.othersCpu) * 1000));
   Atomics.store(shared, SLOT_CORES, Math.max(1, Math.round(load.cores)));
