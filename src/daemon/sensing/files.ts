@@ -2,7 +2,7 @@
  * Small-file reads for the board sensors. Every reader is optional: a missing, unreadable or
  * garbled file is null, never a throw, because each board has a different subset of these files.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** `path` (absolute, as on a real board) under `root`, so tests can point at a fake procfs/sysfs. */
@@ -18,6 +18,15 @@ export function readText(path: string): string | null {
     return readFileSync(path, 'utf8');
   } catch {
     return null;
+  }
+}
+
+/** The entries of a folder, sorted; none when it cannot be listed. */
+export function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch {
+    return [];
   }
 }
 

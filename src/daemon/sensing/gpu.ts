@@ -6,13 +6,42 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter } from 'node:path';
-import { clamp01, parseInteger, readText, under } from './files.js';
+import { clamp01, listDir, parseInteger, readText, under } from './files.js';
 
-const JETSON_LOAD = ['/sys/devices/gpu.0/load', '/sys/devices/platform/gpu.0/load']; // per mille
+/**
+ * The nvgpu `gpu.0` links to the GPU device: /sys/devices/gpu.0 (Nano, Xavier) and
+ * /sys/devices/platform/gpu.0 (Xavier, Orin). Load is in per mille.
+ */
+const JETSON_LOAD = ['/sys/devices/gpu.0/load', '/sys/devices/platform/gpu.0/load'];
+const DEVFREQ_DIR = '/sys/class/devfreq';
+/**
+ * Device-tree node names of Jetson integrated GPUs, as jetson-stats (jtop/core/gpu.py) matches
+ * them: `gpu` (Nano's gm20b, Orin on JetPack 6), `gp10b` (TX2), `gv11b` (Xavier), `ga10b` (Orin
+ * on JetPack 5).
+ */
+const JETSON_GPU_NODES = new Set(['gpu', 'gp10b', 'gv11b', 'ga10b']);
 
-export function readJetsonGpu(root: string): number | null {
-  for (const p of JETSON_LOAD) {
-    const perMille = parseInteger(readText(under(root, p)));
+/**
+ * The GPU load files to try, found once. First every devfreq device whose device-tree node is a
+ * Jetson GPU (`/sys/class/devfreq/<dev>/device/load`, the route that works on every JetPack,
+ * e.g. /sys/devices/platform/bus@0/17000000.gpu on Orin with JetPack 6), then the `gpu.0` links.
+ * The links stay in the list even when absent now, so a GPU driver that comes up late is found.
+ */
+export function jetsonGpuLoadFiles(root: string): string[] {
+  const found: string[] = [];
+  for (const dev of listDir(under(root, DEVFREQ_DIR))) {
+    const device = under(root, `${DEVFREQ_DIR}/${dev}/device`);
+    // of_node/name is a device-tree string: NUL-terminated.
+    const node = readText(`${device}/of_node/name`)?.replace(/\0/g, '').trim();
+    if (node !== undefined && JETSON_GPU_NODES.has(node) && readText(`${device}/load`) !== null) found.push(`${device}/load`);
+  }
+  return [...found, ...JETSON_LOAD.map((p) => under(root, p))];
+}
+
+/** Busy share 0..1 from the first of `files` that holds a per-mille load. */
+export function readJetsonGpu(files: readonly string[]): number | null {
+  for (const file of files) {
+    const perMille = parseInteger(readText(file));
     if (perMille !== null && perMille >= 0) return clamp01(perMille / 1000);
   }
   return null;

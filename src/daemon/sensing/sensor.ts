@@ -6,9 +6,10 @@
 import { availableParallelism } from 'node:os';
 import type { BoardLoad } from '../../engine/load.js';
 import { clamp01 } from './files.js';
-import { findOnPath, NvidiaSmiWatcher, readJetsonGpu, type NvidiaSmiOptions } from './gpu.js';
+import { findOnPath, jetsonGpuLoadFiles, NvidiaSmiWatcher, readJetsonGpu, type NvidiaSmiOptions } from './gpu.js';
+import { findPowerMode, readPowerMode, type PowerModeSource } from './nvpmodel.js';
 import { busyShare, coreShares, readLoadAvg1, readProcStat, readSelfTicks, type ProcStat } from './procfs.js';
-import { discoverZones, readThermal, readThrottle, throttlingNow, type ThermalZone, type ThrottleBits } from './thermal.js';
+import { discoverZones, findThrottledFile, readThermal, readThrottle, throttlingNow, type ThermalZone, type ThrottleBits } from './thermal.js';
 
 export interface BoardSensorOptions {
   /** Every path is resolved under this folder (tests point it at a fake procfs/sysfs). */
@@ -38,10 +39,15 @@ export interface BoardSample {
   cpuTempC: number | null;
   /** Raspberry Pi firmware bits; null where the file does not exist. */
   throttle: ThrottleBits | null;
-  /** Slowed down now: Pi bits 1–3, or a thermal zone at its first passive/critical trip point. */
+  /** Slowed down now: Pi bits 1–3, or a thermal zone at its lowest passive/hot/critical trip. */
   throttled: boolean;
   gpuBusy: number | null;
   gpuSource: 'jetson' | 'nvidia' | null;
+  /**
+   * Jetson nvpmodel mode (`MAXN_SUPER`, `15W`; the id as text if the conf does not name it), null
+   * when unreadable. Absent on boards without nvpmodel.
+   */
+  powerMode?: string | null;
 }
 
 interface CpuSnapshot {
@@ -59,7 +65,11 @@ interface CpuReading {
 export class BoardSensor {
   private readonly root: string;
   private readonly pid: number;
+  // Found once, when the sensor is built; a sample only reads these files.
   private readonly zones: ThermalZone[];
+  private readonly gpuLoadFiles: string[];
+  private readonly throttledFile: string | null;
+  private readonly powerMode: PowerModeSource | null;
   private readonly nvidia: NvidiaSmiWatcher | null;
   private prev: CpuSnapshot = { stat: null, selfTicks: null };
 
@@ -67,6 +77,9 @@ export class BoardSensor {
     this.root = opts.root ?? '/';
     this.pid = opts.pid ?? process.pid;
     this.zones = discoverZones(this.root);
+    this.gpuLoadFiles = jetsonGpuLoadFiles(this.root);
+    this.throttledFile = findThrottledFile(this.root);
+    this.powerMode = findPowerMode(this.root);
     const smi = opts.nvidiaSmi === undefined ? findOnPath('nvidia-smi', this.root) : opts.nvidiaSmi;
     this.nvidia = smi === null ? null : new NvidiaSmiWatcher(smi, opts.nvidia);
   }
@@ -76,8 +89,8 @@ export class BoardSensor {
     const cpu = cpuReading(this.prev, now);
     this.prev = now;
     const thermal = readThermal(this.zones);
-    const throttle = readThrottle(this.root);
-    const jetson = readJetsonGpu(this.root);
+    const throttle = readThrottle(this.throttledFile);
+    const jetson = readJetsonGpu(this.gpuLoadFiles);
     const nvidia = jetson === null ? (this.nvidia?.busy ?? null) : null;
     return {
       ts: Date.now(),
@@ -90,6 +103,7 @@ export class BoardSensor {
       throttled: (throttle !== null && throttlingNow(throttle)) || thermal.atTrip,
       gpuBusy: jetson ?? nvidia,
       gpuSource: jetson !== null ? 'jetson' : nvidia !== null ? 'nvidia' : null,
+      ...(this.powerMode ? { powerMode: readPowerMode(this.powerMode) } : {}),
     };
   }
 

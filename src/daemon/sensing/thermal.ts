@@ -2,22 +2,29 @@
  * Temperature and throttling: /sys/class/thermal zones and the Raspberry Pi firmware's
  * get_throttled bits (the same value `vcgencmd get_throttled` prints).
  */
-import { readdirSync } from 'node:fs';
-import { parseInteger, readText, under } from './files.js';
+import { listDir, parseInteger, readText, under } from './files.js';
 
 const THERMAL_DIR = '/sys/class/thermal';
-const PI_THROTTLED = '/sys/devices/platform/soc/soc:firmware/get_throttled';
+/** Where the Pi firmware driver's device sits: `soc/soc:firmware` up to Pi 4 and on older Pi 5
+ * kernels, `soc@107c000000/soc@107c000000:firmware` on Pi 5 kernels that name the bus by address. */
+const PLATFORM_DIR = '/sys/devices/platform';
+const PI_THROTTLED = `${PLATFORM_DIR}/soc/soc:firmware/get_throttled`;
 /** Zone types that measure the CPU or the SoC it sits in (Pi `cpu-thermal`, Jetson `CPU-therm`,
  * `tj-thermal`, `soc0-thermal`, x86 `x86_pkg_temp`). */
 const CPU_ZONE = /cpu|soc|x86_pkg_temp|^tj|tcpu/i;
 /** Zones expose a handful of trip points; stop looking well past any real one. */
 const MAX_TRIPS = 16;
+/**
+ * Trip types at which something slows down: `passive` (cpufreq cooling), `hot` (Tegra soctherm's
+ * hardware throttle trip) and `critical`. An `active` trip only turns a fan on.
+ */
+const THROTTLE_TRIP_TYPES = new Set(['passive', 'hot', 'critical']);
 
 export interface ThermalZone {
   type: string;
   isCpu: boolean;
   tempPath: string;
-  /** °C of the zone's first passive or critical trip point; null when it has none. */
+  /** °C of the zone's lowest passive, hot or critical trip point; null when it has none. */
   tripC: number | null;
 }
 
@@ -26,33 +33,34 @@ export interface ThermalZone {
  * ACPI tables, so a sample only reads the temperatures.
  */
 export function discoverZones(root: string): ThermalZone[] {
-  let names: string[];
-  try {
-    names = readdirSync(under(root, THERMAL_DIR)).filter((n) => /^thermal_zone\d+$/.test(n));
-  } catch {
-    return [];
-  }
-  return names
+  return listDir(under(root, THERMAL_DIR))
+    .filter((n) => /^thermal_zone\d+$/.test(n))
     .sort((a, b) => Number(a.slice(12)) - Number(b.slice(12)))
     .map((n) => {
       const dir = under(root, `${THERMAL_DIR}/${n}`);
       const type = (readText(`${dir}/type`) ?? '').trim();
-      return { type, isCpu: CPU_ZONE.test(type), tempPath: `${dir}/temp`, tripC: firstThrottleTrip(dir) };
+      return { type, isCpu: CPU_ZONE.test(type), tempPath: `${dir}/temp`, tripC: throttleTrip(dir) };
     });
 }
 
 /**
- * The lowest-numbered trip point of type passive or critical (an `active` trip only turns a fan
- * on, which is not throttling). A trip without a readable type is taken as it is.
+ * The lowest throttling trip of a zone. The lowest, not the first: trips are listed in device-tree
+ * order, not by temperature (Tegra lists `critical` before its lower `hot` trip). A trip without
+ * a readable type is taken as it is.
  */
-function firstThrottleTrip(zoneDir: string): number | null {
+function throttleTrip(zoneDir: string): number | null {
+  let lowest: number | null = null;
   for (let i = 0; i < MAX_TRIPS; i++) {
     const milli = parseInteger(readText(`${zoneDir}/trip_point_${i}_temp`));
-    if (milli === null) return null;
+    if (milli === null) break;
+    // At or below 0 °C a trip is unprogrammed, not a limit: x86_pkg_temp shows 0 until user space
+    // sets it, iwlwifi -32768000, ACPI DPTF -273250. Taken as limits they would read as throttled.
+    if (milli <= 0) continue;
     const type = readText(`${zoneDir}/trip_point_${i}_type`)?.trim();
-    if (type === undefined || type === 'passive' || type === 'critical') return milli / 1000;
+    if (type !== undefined && !THROTTLE_TRIP_TYPES.has(type)) continue;
+    if (lowest === null || milli < lowest) lowest = milli;
   }
-  return null;
+  return lowest === null ? null : lowest / 1000;
 }
 
 export interface ThermalReading {
@@ -115,7 +123,23 @@ export function parseThrottled(text: string | null): number | null {
   return m ? parseInt(m[1], 16) : null;
 }
 
-export function readThrottle(root: string): ThrottleBits | null {
-  const raw = parseThrottled(readText(under(root, PI_THROTTLED)));
+/**
+ * The get_throttled file, found once: the known Pi 4 path, else any `*:firmware` device on a
+ * `soc` or `soc@…` bus (the Pi 5 layout). Null on boards without the Pi firmware driver.
+ */
+export function findThrottledFile(root: string): string | null {
+  if (readText(under(root, PI_THROTTLED)) !== null) return under(root, PI_THROTTLED);
+  for (const bus of listDir(under(root, PLATFORM_DIR)).filter((n) => /^soc(@[0-9a-f]+)?$/.test(n))) {
+    const busDir = under(root, `${PLATFORM_DIR}/${bus}`);
+    for (const dev of listDir(busDir).filter((n) => n.endsWith(':firmware'))) {
+      const file = `${busDir}/${dev}/get_throttled`;
+      if (readText(file) !== null) return file;
+    }
+  }
+  return null;
+}
+
+export function readThrottle(file: string | null): ThrottleBits | null {
+  const raw = file === null ? null : parseThrottled(readText(file));
   return raw === null ? null : decodeThrottled(raw);
 }

@@ -1,7 +1,7 @@
 /** A fake procfs/sysfs tree in a temp folder, for BoardSensor's `root` option. */
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 
 export interface FakeRoot {
   root: string;
@@ -10,6 +10,10 @@ export interface FakeRoot {
   /** Writes an executable script at `path` under the root and returns its real path. */
   script(path: string, text: string): string;
   remove(path: string): void;
+  /** A relative symlink at `path` to the board path `target`, as sysfs links its class entries. */
+  link(path: string, target: string): void;
+  /** A directory at `path`: reading it as a file fails (EISDIR), like a sensor that returns EAGAIN. */
+  dir(path: string): void;
   /** A thermal zone with its type, temperature (°C) and optional trip points. */
   zone(n: number, type: string, tempC: number | string, trips?: { tempC: number; type?: string }[]): void;
   cleanup(): void;
@@ -31,6 +35,11 @@ export function fakeRoot(): FakeRoot {
       return at(path);
     },
     remove: (path) => rmSync(at(path), { force: true, recursive: true }),
+    link(path, target) {
+      mkdirSync(dirname(at(path)), { recursive: true });
+      symlinkSync(relative(dirname(at(path)), at(target)), at(path));
+    },
+    dir: (path) => mkdirSync(at(path), { recursive: true }),
     zone(n, type, tempC, trips = []) {
       const dir = `/sys/class/thermal/thermal_zone${n}`;
       write(`${dir}/type`, `${type}\n`);
