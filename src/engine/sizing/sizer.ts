@@ -68,6 +68,9 @@ const AUTO_COOL_C = 5;
 const MAX_DOUBT = 0.25;
 /** Standard errors a shrink discounts: it is optional, and of the many sizes scanned one looks good by chance. */
 const SHRINK_Z = 1.5;
+/** A pending size (decide) runs every this many steps: its weight reaches ~20 samples within ~100
+ *  steps, where the doubt at the noise cap is ~0.1, and costs nothing if it is indeed better. */
+const CONFIRM_EVERY = 4;
 /** Cap on the measured relative spread of one step's ms (a run of outliers must not freeze the sizer). */
 const MAX_NOISE = 0.5;
 
@@ -106,6 +109,10 @@ export class TreeSizer {
   private othersCpu = 0;
   private tempC: number | null = null;
   private cached = 0; // at the last decision, for the reason text
+  /** A size predicted better but not yet surely (0: none); confirmed by running it (decide). */
+  private pending = 0;
+  /** 1 while choosing surely, 0 while asking what would be chosen without doubt. */
+  private doubtScale = 1;
 
   constructor(config: Partial<TreeSizerConfig> = {}) {
     const cfg = { ...TREE_SIZER_DEFAULTS, ...config };
@@ -130,6 +137,7 @@ export class TreeSizer {
     if (this.cfg.policy === 'auto') this.resolveAuto(load);
     if (!this.cost.ready || !this.gain.ready) return this.rows;
     this.steps++;
+    if (this.pending > 0 && this.steps % CONFIRM_EVERY === 0) return this.pending;
     const every = this.cfg.exploreEvery;
     if (every > 0 && this.steps % every === 0) {
       const probe = this.probe();
@@ -196,35 +204,50 @@ export class TreeSizer {
     if (this.cause === CAUSE_NONE) this.active = 'throughput';
   }
 
-  /** Refreshes the curves at `cached` and moves the budget if a clearly better one is in reach. */
+  /**
+   * Refreshes the curves at `cached` and moves the budget if a clearly better one is in reach. Under
+   * throughput, a size that would be chosen but for its doubt becomes `pending`: next() then runs it
+   * every CONFIRM_EVERY steps until its samples settle the question (the doubt shrinks as they add up).
+   */
   private decide(cached: number): void {
-    const { minRows, maxRows, hysteresis: h, neighbourlyLoss: loss } = this.cfg;
-    const { t, g, candidates } = this;
-    this.cost.predict(cached, t, minRows, maxRows);
-    this.gain.fill(g, minRows, maxRows);
-    const cur = this.rows;
-    const best = bestBudget(candidates, t, g, 'throughput');
-    let target: number;
+    this.cost.predict(cached, this.t, this.cfg.minRows, this.cfg.maxRows);
+    this.gain.fill(this.g, this.cfg.minRows, this.cfg.maxRows);
+    const sure = this.choose();
+    // Throughput only: neighbourly's shrinks are optional and meant to be cautious (SHRINK_Z);
+    // confirming them would make it shrink on predictions alone.
+    this.pending = 0;
     if (this.active === 'throughput') {
-      target = this.clampMove(best);
-      if (!(rateAt(t, g, target) >= (1 + h) * (1 + this.doubt(target)) * rateAt(t, g, cur))) target = cur;
-    } else {
-      // Neighbourly: the band is every size within `loss` of the best predicted tokens/s.
-      const floor = (1 - loss) * rateAt(t, g, best);
-      if (rateAt(t, g, cur) * (1 + h) * (1 + this.doubt(best)) < floor) {
-        // Clearly outside: the smallest size in reach that is surely inside, else toward the best.
-        target = this.smallestInBand(this.clampMove(1), this.clampMove(maxRows), floor);
-        if (target < 0) target = this.clampMove(best);
-      } else {
-        // Inside: only shrink, and only to a size surely inside.
-        target = this.smallestInBand(this.clampMove(1), cur - 1, floor);
-        if (target < 0) target = cur;
-      }
+      this.doubtScale = 0;
+      const hopeful = this.choose();
+      this.doubtScale = 1;
+      if (hopeful !== sure && hopeful !== this.rows) this.pending = hopeful;
     }
-    if (target !== cur) {
-      this.rows = target;
+    if (sure !== this.rows) {
+      this.rows = sure;
       this.changes++;
     }
+  }
+
+  /** The budget the active policy picks from the curves, each prediction discounted by its doubt. */
+  private choose(): number {
+    const { maxRows, hysteresis: h, neighbourlyLoss: loss } = this.cfg;
+    const { t, g, candidates } = this;
+    const cur = this.rows;
+    const best = bestBudget(candidates, t, g, 'throughput');
+    if (this.active === 'throughput') {
+      const target = this.clampMove(best);
+      return rateAt(t, g, target) >= (1 + h) * (1 + this.doubt(target)) * rateAt(t, g, cur) ? target : cur;
+    }
+    // Neighbourly: the band is every size within `loss` of the best predicted tokens/s.
+    const floor = (1 - loss) * rateAt(t, g, best);
+    if (rateAt(t, g, cur) * (1 + h) * (1 + this.doubt(best)) < floor) {
+      // Clearly outside: the smallest size in reach that is surely inside, else toward the best.
+      const target = this.smallestInBand(this.clampMove(1), this.clampMove(maxRows), floor);
+      return target < 0 ? this.clampMove(best) : target;
+    }
+    // Inside: only shrink, and only to a size surely inside.
+    const target = this.smallestInBand(this.clampMove(1), cur - 1, floor);
+    return target < 0 ? cur : target;
   }
 
   /**
@@ -246,6 +269,7 @@ export class TreeSizer {
    * Without it the budget jumps to whichever rarely-measured size last drew a low sample, and back.
    */
   private doubt(rows: number): number {
+    if (this.doubtScale === 0) return 0;
     const w = this.cost.weight(rows);
     if (!(w > 0)) return MAX_DOUBT;
     const cv = Math.min(MAX_NOISE, this.cost.noise(this.rows));

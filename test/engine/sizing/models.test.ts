@@ -74,3 +74,27 @@ t.test('GainCurve: g(1) = 1, the builder shape, calibrated by what is committed'
   g.fill(out, 1, 64);
   for (let r = 2; r <= 64; r++) t.ok(out[r] >= out[r - 1]);
 });
+
+t.test('StepCost: a level shift seen at the size in use moves the sizes seen only on probes', async (t) => {
+  // A hog stops: every step gets 2.2x cheaper. Busy, the sizer ran 8 rows; soon after, it runs 6 and sees
+  // 8 on a probe every 64 steps. 8's estimate, built from thousands of busy steps, kept the busy level
+  // long after: 8 looked far dearer than 6 (in the sizer's simulation it stayed at 6 rows, 92 % of
+  // the best, where 8 was best).
+  const c = new StepCost(32, 200);
+  const truth = (rows: number, level: number) => level * (0.5 + 0.01 * rows);
+  let i = 0;
+  const run = (steps: number, level: number, main: number, probe: number) => {
+    for (let s = 0; s < steps; s++, i++) {
+      const rows = i % 64 === 0 ? probe : main;
+      c.observe(rows, 50, truth(rows, level) * (1 + 0.1 * Math.sin(i * 12.9898)));
+    }
+  };
+  run(3000, 2.2, 8, 6); // busy at 8 rows
+  run(60, 1, 8, 6); // the hog stops; the sizer has not moved yet
+  run(400, 1, 6, 8); // calm at 6 rows
+  const off8 = c.at(8, 50) / truth(8, 1);
+  const off6 = c.at(6, 50) / truth(6, 1);
+  t.ok(Math.abs(off6 - 1) < 0.15, `6 rows (in use) within 15 % of the new level: ${off6.toFixed(2)}`);
+  t.ok(Math.abs(off8 - 1) < 0.15, `8 rows (probes only) within 15 % of the new level: ${off8.toFixed(2)}`);
+  t.ok(Math.abs(off8 / off6 - 1) < 0.05, `the two agree on the level within 5 %: ${(off8 / off6).toFixed(3)}`);
+});

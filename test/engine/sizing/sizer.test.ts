@@ -70,14 +70,16 @@ class Sim {
   steps = 0;
   private readonly cum = new Float64Array(65);
 
-  constructor(public w: World, config: Partial<TreeSizerConfig>, seed: number, public noise = 0.2) {
+  /** tail: this share of steps is preempted, taking 1.5–4x as long (a busy board's scheduler, GC). */
+  constructor(public w: World, config: Partial<TreeSizerConfig>, seed: number, public noise = 0.2, public tail = 0) {
     this.rng = prng(seed);
     this.sizer = new TreeSizer(config);
     for (const r of CALIBRATION_ROWS) for (let i = 0; i < 2; i++) this.sizer.calibrate(r, 0, this.ms(r, 0));
   }
 
   ms(rows: number, cached: number): number {
-    return this.w.cost(rows, cached) * (1 + this.noise * (2 * this.rng() - 1));
+    const preempted = this.tail > 0 && this.rng() < this.tail ? 1.5 + 2.5 * this.rng() : 1;
+    return this.w.cost(rows, cached) * (1 + this.noise * (2 * this.rng() - 1)) * preempted;
   }
 
   /** Runs `n` steps; `each` sees the budget decided for every step (probe steps included). */
@@ -139,6 +141,24 @@ t.test('the throughput sizer lands within 5 % of the best budget found by brute 
       sim.run(1500);
       const eff = meanEfficiency(sim, 1000);
       t.ok(eff >= 0.95, `${name} (seed ${seed}): ${(eff * 100).toFixed(1)} % of the best (rows ${sim.sizer.state.rows}, best ${sim.bestRows()})`);
+    }
+  }
+});
+
+t.test('heavy-tailed step times do not hold the budget at a worse size it started from', async (t) => {
+  // Measured on the 2-core VM: the sizer stayed at 4–6 rows where fixed 8 ran 10–35 % faster. A size
+  // seen only on probes has few samples, and preempted steps make their spread large, so the margin
+  // a move must clear (its doubt) stayed near its cap. The fix probes such a size until it is sure.
+  const worlds: Array<[string, World]> = [
+    ['small model, drafts good to depth 4', world(SMALL, saturating(1.5, 4))],
+    ['large model, drafts good to depth 6', world(LARGE, saturating(2, 6))],
+  ];
+  for (const [name, w] of worlds) {
+    for (const start of [3, 24]) {
+      const sim = new Sim(w, { policy: 'throughput', fixedRows: start }, 21, 0.15, 0.15);
+      sim.run(2000);
+      const eff = meanEfficiency(sim, 1000);
+      t.ok(eff >= 0.95, `${name}, from ${start} rows: ${(eff * 100).toFixed(1)} % of the best (rows ${sim.sizer.state.rows}, best ${sim.bestRows()})`);
     }
   }
 });
@@ -245,7 +265,10 @@ t.test('a saturated board drives auto to smaller trees, and an idle one back', a
     // Not always strictly smaller: a shrink must be sure (see SHRINK_Z), and on the large model the
     // next size down is only ~3 % slower, within the doubt of a size seen on probes only.
     t.ok(busyRows <= idleRows, `${name}: ${idleRows} rows idle → ${busyRows} saturated`);
-    if (name === 'small') t.ok(busyRows < idleRows / 2, 'small model: less than half the idle tree');
+    // Neighbourly shrinks only to sizes surely in its band; sizes seen on probes only stay unsure.
+    // Measured: 17 → 9 on the small model, where throughput's best under this load is 10 and the band
+    // reaches down to 5 (before the cost model followed level shifts, a staler model gave 8).
+    if (name === 'small') t.ok(busyRows <= idleRows * 0.6, `small model: at most 60 % of the idle tree (${busyRows} of ${idleRows})`);
     sim.w = calm;
     sim.run(1500, IDLE);
     t.equal(sim.sizer.state.active, 'throughput');
@@ -273,7 +296,7 @@ t.test('before any measurement the sizer keeps the fixed budget', async (t) => {
   t.match(sizer.state.reason, /until step costs and the gain curve are measured/);
 });
 
-t.test('probes visit neighbouring sizes only, and only every exploreEvery steps', async (t) => {
+t.test('probes visit neighbouring sizes only, and rarely', async (t) => {
   const sim = new Sim(world(SMALL, saturating(3, 20)), { policy: 'throughput', exploreEvery: 10 }, 17);
   sim.run(1000);
   let probes = 0;
@@ -285,7 +308,8 @@ t.test('probes visit neighbouring sizes only, and only every exploreEvery steps'
     if (rows > cur * 2 || rows < cur / 2) far++;
   });
   t.equal(far, 0, 'every probe is within a factor 2 of the budget');
-  t.ok(probes > 0 && probes <= 100, `${probes} probes in 1000 steps`);
+  // 100 exploration probes at most, plus the few steps that confirm a size predicted better (decide).
+  t.ok(probes > 0 && probes <= 120, `${probes} probes in 1000 steps`);
 });
 
 t.test('setPolicy switches at run time and keeps what was learned', async (t) => {
