@@ -1,9 +1,11 @@
 /**
  * Load probe on a slow timer: systeminformation's first currentLoad() takes ~0.5 s and it runs shell
  * commands, so it is never called per request (platform-notes). Jetson GPU load and Raspberry Pi
- * throttling come from sysfs, which systeminformation does not read.
+ * throttling come from sysfs, which systeminformation does not read, through the board sensor's
+ * readers (sensing/: one place knows each board's layout).
  */
-import { readFile } from 'node:fs/promises';
+import { findThrottledFile, readThrottle } from '../sensing/thermal.js';
+import { jetsonGpuLoadFiles, readJetsonGpu } from '../sensing/gpu.js';
 
 export interface LoadSample {
   ts: number;
@@ -15,39 +17,27 @@ export interface LoadSample {
   throttled: number | null;
 }
 
-const JETSON_GPU = ['/sys/devices/gpu.0/load', '/sys/devices/platform/gpu.0/load']; // per mille
-const PI_THROTTLED = '/sys/devices/platform/soc/soc:firmware/get_throttled'; // vcgencmd bits, hex
-
-async function firstNumber(paths: string[], parse: (s: string) => number): Promise<number | null> {
-  for (const p of paths) {
-    try {
-      const v = parse((await readFile(p, 'utf8')).trim());
-      if (Number.isFinite(v)) return v;
-    } catch {
-      // absent on this board
-    }
-  }
-  return null;
-}
+// Found on first use, as the board sensor does: the layout does not change while the daemon runs.
+let sysfs: { gpu: string[]; throttled: string | null } | null = null;
 
 export async function sampleLoad(): Promise<LoadSample> {
   // Imported on first use (~11 MB of RSS), so a daemon with telemetry off never loads it.
   const si = (await import('systeminformation')).default;
-  const [load, temp, mem, gpu, thr] = await Promise.all([
+  sysfs ??= { gpu: jetsonGpuLoadFiles('/'), throttled: findThrottledFile('/') };
+  const [load, temp, mem] = await Promise.all([
     si.currentLoad().catch(() => null),
     si.cpuTemperature().catch(() => null),
     si.mem().catch(() => null),
-    firstNumber(JETSON_GPU, (s) => Number(s) / 10),
-    firstNumber([PI_THROTTLED], (s) => parseInt(s, 16)),
   ]);
+  const gpu = readJetsonGpu(sysfs.gpu);
   return {
     ts: Date.now(),
     cpu_load_pct: load ? round(load.currentLoad) : null,
     cpu_temp_c: temp && typeof temp.main === 'number' ? temp.main : null,
-    gpu_load_pct: gpu,
+    gpu_load_pct: gpu === null ? null : round(gpu * 100),
     mem_used_mb: mem ? round((mem.total - mem.available) / 2 ** 20) : null,
     rss_mb: round(process.memoryUsage.rss() / 2 ** 20),
-    throttled: thr,
+    throttled: readThrottle(sysfs.throttled)?.raw ?? null,
   };
 }
 
