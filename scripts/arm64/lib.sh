@@ -5,9 +5,8 @@
 WORK="$(mktemp -d /tmp/bitad-arm64-check.XXXXXX)"
 MOUNTS=()
 BINFMT_MOUNTED=0
-STAGES=()
-FAILED=()
 SUMMARY_DONE=0
+T_START=$(date +%s.%N)
 CHECK_USER=bitadcheck
 IN_ROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # A 64-token greedy answer is enough to show the whole path works; under emulation it takes seconds.
@@ -23,7 +22,8 @@ wait_quiet() {
   done
 }
 
-# stage NAME CMD...: runs CMD in a subshell with errexit, records its wall time and outcome.
+# stage NAME CMD...: runs CMD in a subshell with errexit, records its wall time and outcome in
+# $WORK/stages (a file, not a variable: stages also run in a background lane).
 stage() {
   local name="$1" t0 rc
   shift
@@ -36,12 +36,11 @@ stage() {
   set -e
   local secs
   secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
-  STAGES+=("$name:$secs:$rc")
+  echo "$name:$secs:$rc" >>"$WORK/stages"
   if [ "$rc" -eq 0 ]; then
     log "stage $name: ok (${secs} s)"
   else
     log "stage $name: FAILED (exit $rc, ${secs} s)"
-    FAILED+=("$name")
     # Without a root, node modules or the project copy, later stages cannot mean anything.
     case "$name" in host | root | sqlite | project) exit 1 ;; esac
   fi
@@ -106,13 +105,27 @@ mount_root() {
   [ "$(in_root 'node -p process.arch')" = arm64 ] || { log "node in the root is not arm64"; return 1; }
 }
 
+# Every process whose root directory is the arm64 root (daemons, npm, tap and their children, from
+# either lane): nothing started in the root may outlive the check or hold its mounts.
+pids_in_root() {
+  local p real
+  real=$(realpath "$ROOT")
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$real" ] && echo "${p#/proc/}"
+  done
+  return 0
+}
+
 cleanup() {
-  local rc=$? i pid
+  local rc=$? i sig
   # An early failure or Ctrl-C still gets the report of what ran.
   [ "$SUMMARY_DONE" -eq 1 ] || summary || true
-  for pid in $(cat "$WORK"/pids 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  for pid in $(cat "$WORK"/pids 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  [ -n "${LANE_PID:-}" ] && kill -TERM "$LANE_PID" 2>/dev/null
+  for sig in TERM KILL; do
+    # shellcheck disable=SC2046 # one pid per word
+    kill -"$sig" $(pids_in_root) 2>/dev/null || true
+    sleep 0.5
+  done
   for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
     umount -R "${MOUNTS[i]}" 2>/dev/null || umount -R -l "${MOUNTS[i]}" || log "could not unmount ${MOUNTS[i]}"
   done
@@ -231,7 +244,6 @@ ensure_check_user() {
 }
 
 run_daemon_check() {
-  ensure_check_user
   local home="/home/$CHECK_USER" pid
   rm -rf "$ROOT$home/var"
   # MQTT on a free port: the host's network is the root's, and 1883 may be in use out here.
@@ -240,7 +252,6 @@ run_daemon_check() {
   "${AS_USER[@]}" /usr/bin/node /srv/bitad-src/bin/bitad.js start --config "$home/bitad.yaml" \
     >"$WORK/daemon.log" 2>&1 &
   pid=$!
-  echo "$pid" >>"$WORK/pids"
   # A failing check ends this stage's subshell: the daemon must not outlive it.
   trap "kill -TERM $pid 2>/dev/null || true" EXIT
   wait_socket "$home/var/bitad.sock" "$pid" 300 || { tail -20 "$WORK/daemon.log" >&2; return 1; }
@@ -258,7 +269,6 @@ uninstall_previous() {
 }
 
 run_install_check() {
-  ensure_check_user
   uninstall_previous
   # install.sh as a board owner runs it, except that better-sqlite3's binary comes from the local
   # folder rather than its GitHub release (no network beyond the registries here).
@@ -286,18 +296,20 @@ start_installed_daemon() {
     /usr/bin/env -i PATH="$IN_ROOT_PATH" $env BITAD_MQTT_PORT=0 \
     bash -c "cd $wd && set -a && . /etc/bitad/bitad.env && set +a && exec $exec" >"$WORK/installed-daemon.log" 2>&1 &
   pid=$!
-  echo "$pid" >>"$WORK/pids"
   # A failing check ends this stage's subshell: the daemon must not outlive it.
   trap "kill -TERM $pid 2>/dev/null || true" EXIT
   wait_socket /run/bitad/bitad.sock "$pid" 300 || { tail -20 "$WORK/installed-daemon.log" >&2; return 1; }
   log "installed daemon: $(tr '\0' ' ' <"/proc/$pid/cmdline")"
   runs_as "$pid" "$user"
   ask_and_check installed /usr/local/bin/bitad /run/bitad/bitad.sock /var/lib/bitad/bitad.db /opt/bitad/node_modules
-  # Same model, greedy: the installed daemon must say exactly what the checkout's daemon said.
-  if [ -f "$WORK/daemon-ask.out" ]; then
-    cmp <(grep -v "^\[" "$WORK/daemon-ask.out") <(grep -v "^\[" "$WORK/installed-ask.out") >&2 || { log "the installed daemon's answer differs"; return 1; }
-  fi
   stop_daemon "$pid"
+}
+
+# Same model, greedy: the installed daemon must say exactly what the checkout's daemon said (after
+# both lanes, since the two daemons run in different ones).
+compare_answers() {
+  cmp <(grep -v "^\[" "$WORK/daemon-ask.out") <(grep -v "^\[" "$WORK/installed-ask.out") >&2 ||
+    { log "the installed daemon's answer differs from the checkout's"; return 1; }
 }
 
 run_tests() {
@@ -310,8 +322,10 @@ run_tests() {
   grep -qE 'fail: 0|\{ total: [0-9]+, pass: [0-9]+(, skip: [0-9]+)? \}' "$WORK/tests-summary.txt"
 }
 
+# The report; fails when a stage failed (summary.mjs exits 1 unless every stage ran and passed).
 summary() {
   SUMMARY_DONE=1
-  node "$REPO/scripts/arm64/summary.mjs" "$WORK" "$JSON" "${STAGES[@]}"
-  [ ${#FAILED[@]} -eq 0 ]
+  local wall
+  wall=$(awk -v a="$T_START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+  node "$REPO/scripts/arm64/summary.mjs" "$WORK" "$JSON" "$wall"
 }

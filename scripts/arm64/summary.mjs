@@ -1,10 +1,11 @@
 // The check's closing report: stage times, what each stage showed, a summary line and (--json) a
-// last-line JSON object. Reads the files the stages left in WORK.
-//   node summary.mjs WORK JSON(0|1) name:seconds:rc...
+// last-line JSON object. Reads the files the stages left in WORK ("stages": one name:seconds:rc line
+// per stage, in the order they ended). Exits 1 unless every stage ran and passed.
+//   node summary.mjs WORK JSON(0|1) WALL_SECONDS
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const [work, json, ...stageArgs] = process.argv.slice(2);
+const [work, json, wall] = process.argv.slice(2);
 const read = (f) => (existsSync(join(work, f)) ? readFileSync(join(work, f), 'utf8').trim() : null);
 const readJson = (f) => {
   try {
@@ -14,8 +15,8 @@ const readJson = (f) => {
   }
 };
 
-const EXPECTED = ['host', 'root', 'sqlite', 'project', 'golden', 'daemon', 'install', 'tests'];
-const stages = stageArgs.map((s) => {
+const EXPECTED = ['host', 'root', 'sqlite', 'project', 'golden', 'daemon', 'install', 'tests', 'answers'];
+const stages = (read('stages') ?? '').split('\n').filter(Boolean).map((s) => {
   const [name, secs, rc] = s.split(':');
   return { name, seconds: Number(secs), ok: rc === '0' };
 });
@@ -27,7 +28,8 @@ const result = {
   // Every stage ran and passed: an interrupted run is not a pass.
   ok: EXPECTED.every((n) => stages.some((s) => s.name === n && s.ok)),
   stages: Object.fromEntries(stages.map((s) => [s.name, { seconds: s.seconds, ok: s.ok }])),
-  total_seconds: stages.reduce((n, s) => n + s.seconds, 0),
+  // Wall time: install runs beside golden → daemon → tests, so stage seconds overlap.
+  total_seconds: Number(wall),
   golden: golden && {
     prompts: golden.prompts, plain_identical: golden.plainIdentical, tree_identical: golden.treeIdentical,
     emulated_plain_tok_s: Number(golden.plainTokS.toFixed(1)), emulated_tree_tok_s: Number(golden.treeTokS.toFixed(1)),
@@ -58,3 +60,4 @@ console.log(
     `tests ${result.tests.pass} passed, ${result.tests.fail} failed, ${result.tests.skip} skipped (${said('tests', 'ok')})`,
 );
 if (json === '1') console.log(JSON.stringify(result));
+process.exitCode = result.ok ? 0 : 1;

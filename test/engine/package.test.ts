@@ -100,7 +100,5 @@ t.test('a fine-tuned package says so: the manifest\'s fine_tuned record reaches 
   const engine = await loadEngine(dir, { treePolicy: 'fixed' });
   t.teardown(() => engine.close());
   t.same(engine.info().fineTuned, m.fine_tuned);
-  const plain = await loadEngine('models/tinystories-bita', { treePolicy: 'fixed' });
-  t.teardown(() => plain.close());
-  t.equal(plain.info().fineTuned, null, 'the bundled model is the original');
+  // Without the record, info says null: engine.test.ts (one engine load fewer; ≈ 55 s under qemu).
 });
