@@ -25,21 +25,17 @@ const CLIP_AFTER = 2;
 const PRIOR_ROWS = 64;
 const RESCALE_AT = 1e150;
 /**
- * Level shifts (a hog starting or stopping moves every step by 1.5–2.5x, bench:load). Detected as
- * the mean log of (sample / its bucket's estimate) over the last DRIFT_RECENT samples at
- * well-measured sizes, against its slow baseline (noise makes that mean negative even with no
- * shift: bucket means include the preempted steps). With ±20 % noise and 15 % of steps preempted
- * 1.5–4x, the recent mean's spread is ≈ 0.09, so a shift of log 1.4 = 0.34 is ~4 spreads away. A
- * false trigger would hurt: the size in use re-learns its true level and the others keep the false
- * one (measured in the sizer's simulation: stuck at 6 rows where 8 was best).
+ * Stale buckets. A load change moves every size's cost, but a size the sizer no longer uses is fed
+ * only by probes, so its decayed mean kept the old level for thousands of steps (in the sizer's
+ * simulation: stuck at 6 rows where 8 was best after a hog stopped). When a bucket's last
+ * STALE_RECENT samples all sit more than 1.4x from its estimate, on the same side, its old
+ * samples are mostly forgotten (weight x STALE_KEEP), so the fresh ones decide. Per bucket, on
+ * purpose: scaling every bucket from one bucket's shift misfired on the real engine (steps of a
+ * size the tree fed only rarely differ from the rest for reasons of their own, not the load).
  */
-const DRIFT_RECENT = 12;
-const DRIFT_SHIFT = Math.log(1.4);
-/** Half-life, in samples, of the baseline. */
-const DRIFT_BASE_HALF_LIFE = 200;
-/** Effective samples a bucket needs before its samples count toward the drift: the sizes in use and
- *  recently probed, not the start-up calibration (2 samples per size, taken cold). */
-const DRIFT_MIN_WEIGHT = 3;
+const STALE_RECENT = 3;
+const STALE_SHIFT = Math.log(1.4);
+const STALE_KEEP = 0.05;
 
 export class StepCost {
   readonly maxRows: number;
@@ -47,12 +43,8 @@ export class StepCost {
   /** Weight of the next sample; grows by 1/decay per sample so only relative weights are stored. */
   private scale = 1;
   private samples = 0;
-  private readonly baseAlpha = 1 - Math.pow(0.5, 1 / DRIFT_BASE_HALF_LIFE);
-  /** Slow EMA of log(sample / its bucket's estimate) at well-measured sizes. */
-  private driftBase = 0;
-  /** The last DRIFT_RECENT log(sample / estimate): their mean is the level now. */
-  private readonly recent = new Float64Array(DRIFT_RECENT);
-  private recentN = 0;
+  /** Per bucket: how many of its latest samples in a row sat STALE_SHIFT above (+) or below (-) it. */
+  private readonly offRun: Int32Array;
   // Shared cached-length trend, ms per cached token = sharedSlope0 + sharedSlope1 * rows (see slope).
   private sharedSlope0 = 0;
   private sharedSlope1 = 0;
@@ -90,6 +82,7 @@ export class StepCost {
     this.bMs = new Float64Array(n);
     this.bW = new Float64Array(n);
     this.bEnd = new Int32Array(n);
+    this.offRun = new Int32Array(n);
   }
 
   /** True once any step was observed. */
@@ -133,7 +126,7 @@ export class StepCost {
     const w = this.scale;
     let y = ms;
     if (this.sw[r] >= CLIP_AFTER * w) {
-      if (this.sw[r] >= DRIFT_MIN_WEIGHT * w) this.trackDrift(r, cached, ms);
+      this.forgetIfStale(r, cached, ms);
       const m = this.meanMs[r];
       y = Math.min(m * CLIP, Math.max(m / CLIP, y));
     }
@@ -272,33 +265,21 @@ export class StepCost {
     }
   }
 
-  /**
-   * A load change moves every size's cost at once, but the buckets the sizer does not use are fed
-   * only by probes, so their decayed means would keep the old level for thousands of steps (a stale
-   * bucket made the sizer stay at 6 rows where 8 was best after a hog stopped). When fresh samples
-   * at well-measured sizes sit DRIFT_SHIFT away from their estimates, every bucket is scaled by the
-   * recent ratio. Sizes, not only the one in use: after a hog stops the sizer may move at once, and
-   * the new size's stale estimate is where the shift shows.
-   */
-  private trackDrift(r: number, cached: number, ms: number): void {
+  /** Counts samples far from bucket r's estimate on one side; after STALE_RECENT, forgets its past. */
+  private forgetIfStale(r: number, cached: number, ms: number): void {
     const expected = this.meanMs[r] + this.slope(r) * (cached - this.meanCached[r]);
     if (!(expected > 0)) return;
-    const x = Math.log(Math.min(CLIP, Math.max(1 / CLIP, ms / expected)));
-    this.driftBase += this.baseAlpha * (x - this.driftBase);
-    this.recent[this.recentN++ % DRIFT_RECENT] = x;
-    if (this.recentN < DRIFT_RECENT) return;
-    let mean = 0;
-    for (let k = 0; k < DRIFT_RECENT; k++) mean += this.recent[k] / DRIFT_RECENT;
-    if (Math.abs(mean - this.driftBase) < DRIFT_SHIFT) return;
-    const f = Math.exp(mean - this.driftBase);
-    for (let q = 1; q <= this.maxRows; q++) {
-      this.meanMs[q] *= f;
-      this.scy[q] *= f;
-      this.syy[q] *= f * f;
-    }
-    this.sharedSlope0 *= f;
-    this.sharedSlope1 *= f;
-    this.recentN = 0;
+    // In logs: the typical step sits below a mean that includes preempted ones (≈ 0.8x of it).
+    const off = Math.log(ms / expected);
+    const side = off > STALE_SHIFT ? 1 : off < -STALE_SHIFT ? -1 : 0;
+    const run = this.offRun[r];
+    this.offRun[r] = side === 0 ? 0 : Math.sign(run) === side ? run + side : side;
+    if (Math.abs(this.offRun[r]) < STALE_RECENT) return;
+    this.sw[r] *= STALE_KEEP;
+    this.scc[r] *= STALE_KEEP;
+    this.scy[r] *= STALE_KEEP;
+    this.syy[r] *= STALE_KEEP;
+    this.offRun[r] = 0;
   }
 
   private rescale(): void {

@@ -75,7 +75,7 @@ t.test('GainCurve: g(1) = 1, the builder shape, calibrated by what is committed'
   for (let r = 2; r <= 64; r++) t.ok(out[r] >= out[r - 1]);
 });
 
-t.test('StepCost: a level shift seen at the size in use moves the sizes seen only on probes', async (t) => {
+t.test('StepCost: after a level shift, a size seen only on probes does not keep its stale cost', async (t) => {
   // A hog stops: every step gets 2.2x cheaper. Busy, the sizer ran 8 rows; soon after, it runs 6 and sees
   // 8 on a probe every 64 steps. 8's estimate, built from thousands of busy steps, kept the busy level
   // long after: 8 looked far dearer than 6 (in the sizer's simulation it stayed at 6 rows, 92 % of
