@@ -11,6 +11,7 @@ import type { OrtTreeModel } from './kv-model.js';
 import type { BoardLoad, TreePolicy } from './load.js';
 import { readLoad, readPolicy, SLOT_BUDGET, type TreeOptions } from './protocol.js';
 import { TreeSizer } from './sizing/sizer.js';
+import { warmUpTreeSizer } from './sizing/warmup.js';
 import type { TreeInfo } from './types.js';
 
 /** A gain curve every this many steps: one extra best-first build at maxRows (tens of µs). */
@@ -75,6 +76,8 @@ export class TreeSizing implements Sizing {
       }
     }
     model.truncate(0);
+    // Also under `fixed`: the policy can change at run time (Engine.setTreePolicy).
+    warmUpTreeSizer(this.options.minRows, this.options.maxRows);
   }
 
   forRequest(greedy: boolean): StepHook {
