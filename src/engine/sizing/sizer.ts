@@ -111,8 +111,6 @@ export class TreeSizer {
   private cached = 0; // at the last decision, for the reason text
   /** A size predicted better but not yet surely (0: none); confirmed by running it (decide). */
   private pending = 0;
-  /** 1 while choosing surely, 0 while asking what would be chosen without doubt. */
-  private doubtScale = 1;
 
   constructor(config: Partial<TreeSizerConfig> = {}) {
     const cfg = { ...TREE_SIZER_DEFAULTS, ...config };
@@ -217,9 +215,7 @@ export class TreeSizer {
     // confirming them would make it shrink on predictions alone.
     this.pending = 0;
     if (this.active === 'throughput') {
-      this.doubtScale = 0;
-      const hopeful = this.choose();
-      this.doubtScale = 1;
+      const hopeful = this.throughputChoice(false);
       // Only while doubt is what holds it back: a size measured enough that still does not clear
       // the hysteresis is not better, and confirming it forever cost ~8 % of the tokens per step
       // in the engine (a quarter of the steps at a size no better than the budget).
@@ -236,11 +232,8 @@ export class TreeSizer {
     const { maxRows, hysteresis: h, neighbourlyLoss: loss } = this.cfg;
     const { t, g, candidates } = this;
     const cur = this.rows;
+    if (this.active === 'throughput') return this.throughputChoice(true);
     const best = bestBudget(candidates, t, g, 'throughput');
-    if (this.active === 'throughput') {
-      const target = this.clampMove(best);
-      return rateAt(t, g, target) >= (1 + h) * (1 + this.doubt(target)) * rateAt(t, g, cur) ? target : cur;
-    }
     // Neighbourly: the band is every size within `loss` of the best predicted tokens/s.
     const floor = (1 - loss) * rateAt(t, g, best);
     if (rateAt(t, g, cur) * (1 + h) * (1 + this.doubt(best)) < floor) {
@@ -251,6 +244,16 @@ export class TreeSizer {
     // Inside: only shrink, and only to a size surely inside.
     const target = this.smallestInBand(this.clampMove(1), cur - 1, floor);
     return target < 0 ? cur : target;
+  }
+
+  /** Throughput: the best size in reach if it beats the budget by the hysteresis (plus, `withDoubt`,
+   *  the doubt of its prediction), else the budget. */
+  private throughputChoice(withDoubt: boolean): number {
+    const { t, g } = this;
+    const cur = this.rows;
+    const target = this.clampMove(bestBudget(this.candidates, t, g, 'throughput'));
+    const margin = withDoubt ? this.doubt(target) : 0;
+    return rateAt(t, g, target) >= (1 + this.cfg.hysteresis) * (1 + margin) * rateAt(t, g, cur) ? target : cur;
   }
 
   /**
@@ -272,7 +275,6 @@ export class TreeSizer {
    * Without it the budget jumps to whichever rarely-measured size last drew a low sample, and back.
    */
   private doubt(rows: number): number {
-    if (this.doubtScale === 0) return 0;
     const w = this.cost.weight(rows);
     if (!(w > 0)) return MAX_DOUBT;
     const cv = Math.min(MAX_NOISE, this.cost.noise(this.rows));
