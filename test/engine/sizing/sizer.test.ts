@@ -326,3 +326,23 @@ t.test('setPolicy switches at run time and keeps what was learned', async (t) =>
   t.throws(() => new TreeSizer({ maxRows: 65 }), RangeError);
   t.throws(() => new TreeSizer({ maxMove: 1 }), RangeError);
 });
+
+t.test("auto's neighbourly mode stays near the best speed; the neighbourly policy trades more", async (t) => {
+  // The default policy must hold >= 0.95 x the best tree on a busy board (issue 8's bar); with the
+  // explicit policy's 8 % band it did not (bench:load, 2 hogs: 0.80 x fixed 8).
+  for (const [name, base] of [['small', SMALL], ['large', LARGE]] as const) {
+    const busy = world((r) => base(r) * 2 * (1 + r / 32), saturating(3, 20));
+    const effs: Record<string, number> = {};
+    const rows: Record<string, number> = {};
+    for (const policy of ['auto', 'neighbourly'] as const) {
+      const sim = new Sim(busy, { policy }, 21);
+      sim.run(1500, load({ othersCpu: 0.96 }));
+      t.equal(sim.sizer.state.active, 'neighbourly', `${name}: ${policy} is neighbourly on a saturated board`);
+      effs[policy] = meanEfficiency(sim, 500, load({ othersCpu: 0.96 }));
+      rows[policy] = sim.sizer.state.rows;
+    }
+    t.ok(effs.auto >= 0.95, `${name}: auto at ${rows.auto} rows, ${(effs.auto * 100).toFixed(1)} % of the best`);
+    t.ok(rows.neighbourly <= rows.auto, `${name}: neighbourly ${rows.neighbourly} rows <= auto ${rows.auto}`);
+    t.ok(effs.neighbourly >= 0.9, `${name}: neighbourly within its band (${(effs.neighbourly * 100).toFixed(1)} %)`);
+  }
+});
