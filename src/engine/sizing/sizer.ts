@@ -124,6 +124,8 @@ export class TreeSizer {
   private cached = 0; // at the last decision, for the reason text
   /** A size predicted better but not yet surely (0: none); confirmed by running it (decide). */
   private pending = 0;
+  /** Each curve-driven policy's budget when it was last switched away from (setPolicy). */
+  private readonly policyRows = new Map<TreePolicy, number>();
   /** Auto changed mode since the last decision. */
   private modeChanged = false;
 
@@ -184,12 +186,14 @@ export class TreeSizer {
   setPolicy(policy: TreePolicy, fixedRows: number = this.cfg.fixedRows): void {
     const cfg = { ...this.cfg, policy, fixedRows };
     validate(cfg);
+    if (this.cfg.policy !== 'fixed') this.policyRows.set(this.cfg.policy, this.rows);
     this.cfg.policy = policy;
     this.cfg.fixedRows = fixedRows;
     this.active = policy === 'auto' ? 'throughput' : policy;
     this.modeChanged = true;
     this.cause = CAUSE_NONE;
-    const rows = policy === 'fixed' ? this.startRows() : this.rows;
+    // Back to a curve-driven policy: its own last budget, not the fixed one run in between.
+    const rows = policy === 'fixed' ? this.startRows() : (this.policyRows.get(policy) ?? this.rows);
     if (rows !== this.rows) this.changes++;
     this.rows = rows;
   }

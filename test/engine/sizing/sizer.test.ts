@@ -315,10 +315,14 @@ t.test('probes visit neighbouring sizes only, and rarely', async (t) => {
 t.test('setPolicy switches at run time and keeps what was learned', async (t) => {
   const sim = new Sim(world(SMALL, saturating(3, 20)), { policy: 'throughput' }, 19);
   sim.run(1000);
+  const learned = sim.sizer.state.rows;
+  t.not(learned, 6, 'the test needs a learned budget other than the fixed one');
   sim.sizer.setPolicy('fixed', 6);
   t.equal(sim.sizer.next(sim.cached, null), 6);
   sim.sizer.setPolicy('throughput');
   t.equal(sim.sizer.state.active, 'throughput');
+  // An experiment with a fixed tree must not throw away the budget the policy had found.
+  t.equal(sim.sizer.state.rows, learned, 'back to its own budget, not the fixed one');
   sim.run(100);
   t.not(sim.sizer.state.rows, 6, 'adapting again');
   const eff = meanEfficiency(sim, 300);
