@@ -260,7 +260,7 @@ export class Controller {
       max_rows: t.maxRows,
       reason: t.reason,
       changes: t.changes,
-      board: b ? { others_cpu_pct: pct(b.othersCpu), self_cpu_pct: pct(b.selfCpu), cpu_temp_c: b.cpuTempC, throttled: b.throttled, gpu_busy_pct: pct(b.gpuBusy), power_mode: b.powerMode ?? null } : null,
+      board: b ? { others_cpu_pct: pct(b.othersCpu), self_cpu_pct: pct(b.selfCpu), cpu_pressure_pct: pct(b.cpuPressure), cpu_temp_c: b.cpuTempC, throttled: b.throttled, gpu_busy_pct: pct(b.gpuBusy), power_mode: b.powerMode ?? null } : null,
     };
   }
 

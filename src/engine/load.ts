@@ -18,4 +18,10 @@ export interface BoardLoad {
   throttled: boolean;
   /** GPU busy share 0..1 (Jetson load file, NVIDIA utilisation); null when there is none. */
   gpuBusy: number | null;
+  /**
+   * Share 0..1 of the time some runnable task waited for a CPU (Linux PSI, /proc/pressure/cpu
+   * "some"): contention itself, which othersCpu cannot tell from a neighbour on a core of its own.
+   * null where the kernel has no PSI.
+   */
+  cpuPressure: number | null;
 }

@@ -16,7 +16,8 @@ export const SLOT_TEMP = 5; // BoardLoad.tempC in centi-degrees, NO_READING when
 export const SLOT_THROTTLED = 6; // 0 / 1
 export const SLOT_GPU = 7; // BoardLoad.gpuBusy, per mille, NO_READING when none
 export const SLOT_LOAD_SET = 8; // 1 once a load reading was written
-export const SHARED_SLOTS = 9;
+export const SLOT_PRESSURE = 9; // BoardLoad.cpuPressure, per mille, NO_READING when none
+export const SHARED_SLOTS = 10;
 const NO_READING = -0x80000000;
 
 /** Largest tree a step may use (rows); CPU steps stop paying well before this (platform-notes). */
@@ -33,6 +34,7 @@ export function writeLoad(shared: Int32Array, load: BoardLoad): void {
   Atomics.store(shared, SLOT_TEMP, load.tempC === null || !Number.isFinite(load.tempC) ? NO_READING : Math.round(load.tempC * 100));
   Atomics.store(shared, SLOT_THROTTLED, load.throttled ? 1 : 0);
   Atomics.store(shared, SLOT_GPU, load.gpuBusy === null || !Number.isFinite(load.gpuBusy) ? NO_READING : Math.round(clamp01(load.gpuBusy) * 1000));
+  Atomics.store(shared, SLOT_PRESSURE, load.cpuPressure === null || !Number.isFinite(load.cpuPressure) ? NO_READING : Math.round(clamp01(load.cpuPressure) * 1000));
   Atomics.store(shared, SLOT_LOAD_SET, 1);
 }
 
@@ -46,6 +48,8 @@ export function readLoad(shared: Int32Array, into: BoardLoad): boolean {
   into.throttled = Atomics.load(shared, SLOT_THROTTLED) === 1;
   const gpu = Atomics.load(shared, SLOT_GPU);
   into.gpuBusy = gpu === NO_READING ? null : gpu / 1000;
+  const pressure = Atomics.load(shared, SLOT_PRESSURE);
+  into.cpuPressure = pressure === NO_READING ? null : pressure / 1000;
   return true;
 }
 

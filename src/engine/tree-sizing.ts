@@ -24,7 +24,7 @@ const POST_EVERY_MS = 200;
 
 export class TreeSizing implements Sizing {
   private readonly sizer: TreeSizer;
-  private readonly load: BoardLoad = { othersCpu: 0, cores: 1, tempC: null, throttled: false, gpuBusy: null };
+  private readonly load: BoardLoad = { othersCpu: 0, cores: 1, tempC: null, throttled: false, gpuBusy: null, cpuPressure: null };
   private steps = 0;
   private lastPost = -Infinity;
   private posted = '';

@@ -43,7 +43,7 @@ function treeLines(tree: Record<string, any> | null | undefined, budget: number 
   const policy = tree.policy === tree.active ? tree.policy : `${tree.policy} → ${tree.active}`;
   const b = tree.board;
   const board = b
-    ? `others ${b.others_cpu_pct ?? '-'} % cpu, self ${b.self_cpu_pct ?? '-'} %, temp ${b.cpu_temp_c ?? '-'} °C${b.throttled ? ', THROTTLED' : ''}${b.gpu_busy_pct !== null ? `, gpu ${b.gpu_busy_pct} %` : ''}${b.power_mode ? `, power mode ${b.power_mode}` : ''}`
+    ? `others ${b.others_cpu_pct ?? '-'} % cpu, self ${b.self_cpu_pct ?? '-'} %, temp ${b.cpu_temp_c ?? '-'} °C${b.cpu_pressure_pct != null ? `, cpu contended ${b.cpu_pressure_pct} % of the time` : ''}${b.throttled ? ', THROTTLED' : ''}${b.gpu_busy_pct !== null ? `, gpu ${b.gpu_busy_pct} %` : ''}${b.power_mode ? `, power mode ${b.power_mode}` : ''}`
     : 'not sensed yet';
   return [
     `tree         ${tree.rows} rows (${policy}, ${tree.min_rows}–${tree.max_rows}, ${tree.changes} changes): ${tree.reason}`,

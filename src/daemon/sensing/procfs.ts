@@ -1,6 +1,6 @@
 /**
  * CPU readings from procfs: /proc/stat (whole board and per core), /proc/<pid>/stat (this
- * process, all its threads, the engine worker included) and /proc/loadavg.
+ * process, all its threads, the engine worker included), /proc/loadavg and /proc/pressure/cpu.
  */
 import { clamp01, readText, under } from './files.js';
 
@@ -80,6 +80,20 @@ export function parseLoadAvg1(text: string | null): number | null {
 }
 
 export const readLoadAvg1 = (root: string): number | null => parseLoadAvg1(readText(under(root, '/proc/loadavg')));
+
+/**
+ * Total µs that some runnable task waited for a CPU (the `total=` of the `some` line of
+ * /proc/pressure/cpu, Linux ≥ 4.20 with PSI); null where absent or garbled. A counter, so a share
+ * over any interval is its delta over the interval's µs (the avg10 field lags by seconds).
+ */
+export function parseCpuPressureUs(text: string | null): number | null {
+  if (text === null) return null;
+  const some = text.split('\n').find((l) => l.startsWith('some '));
+  const total = some ? /(?:^|\s)total=(\d+)(?:\s|$)/.exec(some) : null;
+  return total ? Number(total[1]) : null;
+}
+
+export const readCpuPressureUs = (root: string): number | null => parseCpuPressureUs(readText(under(root, '/proc/pressure/cpu')));
 
 /** Busy share 0..1 between two readings; null when the counters did not advance or went back. */
 export function busyShare(prev: CpuTicks, next: CpuTicks): number | null {

@@ -8,7 +8,7 @@ import type { BoardLoad } from '../../engine/load.js';
 import { clamp01 } from './files.js';
 import { findOnPath, jetsonGpuLoadFiles, NvidiaSmiWatcher, readJetsonGpu, type NvidiaSmiOptions } from './gpu.js';
 import { findPowerMode, readPowerMode, type PowerModeSource } from './nvpmodel.js';
-import { busyShare, coreShares, readLoadAvg1, readProcStat, readSelfTicks, type ProcStat } from './procfs.js';
+import { busyShare, coreShares, readCpuPressureUs, readLoadAvg1, readProcStat, readSelfTicks, type ProcStat } from './procfs.js';
 import { discoverZones, findThrottledFile, readThermal, readThrottle, throttlingNow, type ThermalZone, type ThrottleBits } from './thermal.js';
 
 export interface BoardSensorOptions {
@@ -19,6 +19,8 @@ export interface BoardSensorOptions {
   /** nvidia-smi to run: a path, null for none; by default the first on PATH (under `root`). */
   nvidiaSmi?: string | null;
   nvidia?: NvidiaSmiOptions;
+  /** Monotonic ms clock for rates over wall time (tests pass their own). */
+  now?: () => number;
 }
 
 export interface BoardSample {
@@ -33,6 +35,11 @@ export interface BoardSample {
   othersCpu: number | null;
   /** Per-core busy shares 0..1 in core order (null on the first sample). */
   coreBusy: number[] | null;
+  /**
+   * Share 0..1 of the time since the previous sample that some runnable task waited for a CPU
+   * (Linux PSI); null on the first sample and where the kernel has no /proc/pressure/cpu.
+   */
+  cpuPressure: number | null;
   /** The busiest core's share: one saturated core slows the engine even on an idle board. */
   busiestCore: number | null;
   loadAvg1: number | null;
@@ -53,6 +60,9 @@ export interface BoardSample {
 interface CpuSnapshot {
   stat: ProcStat | null;
   selfTicks: number | null;
+  pressureUs: number | null;
+  /** performance.now() when read, ms. */
+  at: number;
 }
 
 interface CpuReading {
@@ -60,22 +70,25 @@ interface CpuReading {
   selfCpu: number | null;
   othersCpu: number | null;
   coreBusy: number[] | null;
+  cpuPressure: number | null;
 }
 
 export class BoardSensor {
   private readonly root: string;
   private readonly pid: number;
+  private readonly now: () => number;
   // Found once, when the sensor is built; a sample only reads these files.
   private readonly zones: ThermalZone[];
   private readonly gpuLoadFiles: string[];
   private readonly throttledFile: string | null;
   private readonly powerMode: PowerModeSource | null;
   private readonly nvidia: NvidiaSmiWatcher | null;
-  private prev: CpuSnapshot = { stat: null, selfTicks: null };
+  private prev: CpuSnapshot = { stat: null, selfTicks: null, pressureUs: null, at: 0 };
 
   constructor(opts: BoardSensorOptions = {}) {
     this.root = opts.root ?? '/';
     this.pid = opts.pid ?? process.pid;
+    this.now = opts.now ?? (() => performance.now());
     this.zones = discoverZones(this.root);
     this.gpuLoadFiles = jetsonGpuLoadFiles(this.root);
     this.throttledFile = findThrottledFile(this.root);
@@ -85,7 +98,12 @@ export class BoardSensor {
   }
 
   sample(): BoardSample {
-    const now: CpuSnapshot = { stat: readProcStat(this.root), selfTicks: readSelfTicks(this.root, this.pid) };
+    const now: CpuSnapshot = {
+      stat: readProcStat(this.root),
+      selfTicks: readSelfTicks(this.root, this.pid),
+      pressureUs: readCpuPressureUs(this.root),
+      at: this.now(),
+    };
     const cpu = cpuReading(this.prev, now);
     this.prev = now;
     const thermal = readThermal(this.zones);
@@ -118,7 +136,8 @@ export class BoardSensor {
  * this process's ticks over the board's total ticks is its share of all cores, whatever USER_HZ is.
  */
 function cpuReading(prev: CpuSnapshot, now: CpuSnapshot): CpuReading {
-  if (!prev.stat || !now.stat) return { cpuBusy: null, selfCpu: null, othersCpu: null, coreBusy: null };
+  const cpuPressure = pressureShare(prev, now);
+  if (!prev.stat || !now.stat) return { cpuBusy: null, selfCpu: null, othersCpu: null, coreBusy: null, cpuPressure };
   const cpuBusy = busyShare(prev.stat.all, now.stat.all);
   const dTotal = now.stat.all.total - prev.stat.all.total;
   const dSelf = prev.selfTicks !== null && now.selfTicks !== null ? now.selfTicks - prev.selfTicks : null;
@@ -126,7 +145,15 @@ function cpuReading(prev: CpuSnapshot, now: CpuSnapshot): CpuReading {
   const selfCpu = dSelf !== null && dSelf >= 0 && dTotal > 0 ? clamp01(dSelf / dTotal) : null;
   // The two files are read microseconds apart, so self can slightly exceed the board: floor at 0.
   const othersCpu = cpuBusy !== null && selfCpu !== null ? Math.max(0, cpuBusy - selfCpu) : null;
-  return { cpuBusy, selfCpu, othersCpu, coreBusy: coreShares(prev.stat, now.stat) };
+  return { cpuBusy, selfCpu, othersCpu, coreBusy: coreShares(prev.stat, now.stat), cpuPressure };
+}
+
+/** PSI stall µs between two snapshots over the µs between them; null if unknown or gone back. */
+function pressureShare(prev: CpuSnapshot, now: CpuSnapshot): number | null {
+  if (prev.pressureUs === null || now.pressureUs === null) return null;
+  const stalled = now.pressureUs - prev.pressureUs;
+  const elapsedUs = (now.at - prev.at) * 1000;
+  return stalled >= 0 && elapsedUs > 0 ? clamp01(stalled / elapsedUs) : null;
 }
 
 /** The engine's view (src/engine/load.ts). Unknown others count as none; unknown cores as what
@@ -138,5 +165,6 @@ export function boardLoad(s: BoardSample): BoardLoad {
     tempC: s.cpuTempC,
     throttled: s.throttled,
     gpuBusy: s.gpuBusy,
+    cpuPressure: s.cpuPressure,
   };
 }

@@ -14,7 +14,7 @@ t.test('on this machine the real /proc gives sane ranges', { skip: process.platf
   t.ok(x.cores !== null && x.cores >= 1, `cores ${x.cores}`);
   t.not(x.cpuBusy, null, 'the board share is readable');
   t.not(x.selfCpu, null, 'this process is readable');
-  for (const k of ['cpuBusy', 'selfCpu', 'othersCpu', 'busiestCore', 'gpuBusy'] as const) t.ok(inUnit(x[k]), `${k} ${x[k]}`);
+  for (const k of ['cpuBusy', 'selfCpu', 'othersCpu', 'cpuPressure', 'busiestCore', 'gpuBusy'] as const) t.ok(inUnit(x[k]), `${k} ${x[k]}`);
   t.equal(x.coreBusy?.length, x.cores);
   t.ok(x.coreBusy?.every((v) => v >= 0 && v <= 1));
   t.ok(x.loadAvg1 !== null && x.loadAvg1 >= 0);

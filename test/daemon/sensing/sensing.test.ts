@@ -55,7 +55,34 @@ t.test('two /proc/stat snapshots give the exact board, per-core, self and others
   t.equal(second.busiestCore, 0.8);
   t.equal(second.selfCpu, 0.2);
   t.ok(close(second.othersCpu, 0.3), `others = 0.5 − 0.2, got ${second.othersCpu}`);
-  t.same(boardLoad(second), { othersCpu: second.othersCpu, cores: 2, tempC: null, throttled: false, gpuBusy: null });
+  t.same(boardLoad(second), { othersCpu: second.othersCpu, cores: 2, tempC: null, throttled: false, gpuBusy: null, cpuPressure: null });
+});
+
+t.test('/proc/pressure/cpu gives the share of wall time some task waited for a CPU', async (t) => {
+  const f = cpuBoard();
+  t.teardown(f.cleanup);
+  let clock = 1000;
+  const psi = (some: number) => `some avg10=1.00 avg60=2.00 avg300=3.00 total=${some}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n`;
+  f.write('/proc/pressure/cpu', psi(5_000_000));
+  const s = new BoardSensor({ root: f.root, pid: PID, nvidiaSmi: null, now: () => clock });
+  t.equal(s.sample().cpuPressure, null, 'no delta on the first sample');
+  clock += 250;
+  f.write('/proc/pressure/cpu', psi(5_125_000)); // 125 ms stalled in 250 ms
+  const busy = s.sample();
+  t.equal(busy.cpuPressure, 0.5);
+  t.equal(boardLoad(busy).cpuPressure, 0.5);
+  clock += 250;
+  f.write('/proc/pressure/cpu', psi(5_125_000));
+  t.equal(s.sample().cpuPressure, 0, 'nobody waited');
+  clock += 250;
+  f.write('/proc/pressure/cpu', psi(100)); // counter went back (not a real kernel): no reading
+  t.equal(s.sample().cpuPressure, null);
+  clock += 250;
+  f.write('/proc/pressure/cpu', 'some avg10=1.00 total=abc\n');
+  t.equal(s.sample().cpuPressure, null, 'garbled');
+  f.remove('/proc/pressure/cpu');
+  clock += 250;
+  t.equal(s.sample().cpuPressure, null, 'a kernel without PSI');
 });
 
 t.test('self busier than the board (reads a few µs apart) floors others at 0', async (t) => {
@@ -99,11 +126,11 @@ t.test('an empty root gives nulls everywhere and no throw', async (t) => {
     const { ts, ...rest } = x;
     t.ok(ts > 0);
     t.same(rest, {
-      cores: null, cpuBusy: null, selfCpu: null, othersCpu: null, coreBusy: null, busiestCore: null,
+      cores: null, cpuBusy: null, selfCpu: null, othersCpu: null, coreBusy: null, cpuPressure: null, busiestCore: null,
       loadAvg1: null, cpuTempC: null, throttle: null, throttled: false, gpuBusy: null, gpuSource: null,
     });
   }
-  t.same(boardLoad(s.sample()), { othersCpu: 0, cores: availableParallelism(), tempC: null, throttled: false, gpuBusy: null });
+  t.same(boardLoad(s.sample()), { othersCpu: 0, cores: availableParallelism(), tempC: null, throttled: false, gpuBusy: null, cpuPressure: null });
 });
 
 t.test('garbled files give nulls and no throw', async (t) => {

@@ -219,7 +219,7 @@ t.test('neighbourly picks a smaller tree than throughput, within the loss bound'
   }
 });
 
-const IDLE: BoardLoad = { othersCpu: 0.02, cores: 2, tempC: 50, throttled: false, gpuBusy: null };
+const IDLE: BoardLoad = { othersCpu: 0.02, cores: 2, tempC: 50, throttled: false, gpuBusy: null, cpuPressure: null };
 const load = (patch: Partial<BoardLoad>): BoardLoad => ({ ...IDLE, ...patch });
 
 t.test('auto turns neighbourly on a saturated, throttled or hot board, and back, with hysteresis', async (t) => {
@@ -349,4 +349,23 @@ t.test("auto's neighbourly mode stays near the best speed; the neighbourly polic
     t.ok(rows.neighbourly <= rows.auto, `${name}: neighbourly ${rows.neighbourly} rows <= auto ${rows.auto}`);
     t.ok(effs.neighbourly >= 0.9, `${name}: neighbourly within its band (${(effs.neighbourly * 100).toFixed(1)} %)`);
   }
+});
+
+t.test('with PSI, auto turns neighbourly on contention, not on a neighbour that has a core of its own', async (t) => {
+  // 2 cores, 1 ORT thread, 1 CPU hog: others at 50 % but nobody waits (measured: 0 % stalled);
+  // 2 hogs: 50 % stalled. Before PSI, auto read the first as busy and gave up speed for nothing.
+  const psi = (othersCpu: number, cpuPressure: number) => load({ othersCpu, cpuPressure });
+  const steps: Array<[string, BoardLoad, string]> = [
+    ['one hog on its own core', psi(0.5, 0), 'throughput'],
+    ['two hogs: half the time a task waits', psi(0.92, 0.5), 'neighbourly'],
+    ['waits 15 % (above the leave threshold)', psi(0.9, 0.15), 'neighbourly'],
+    ['waits 5 %', psi(0.5, 0.05), 'throughput'],
+  ];
+  const sim = new Sim(world(SMALL, saturating(3, 20)), { policy: 'auto' }, 23);
+  for (const [what, l, active] of steps) {
+    sim.run(50, l);
+    t.equal(sim.sizer.state.active, active, what);
+  }
+  sim.run(5, psi(0.92, 0.5));
+  t.match(sim.sizer.state.reason, /^auto→neighbourly: tasks wait for a CPU 50 % of the time, others use 92 % CPU; /);
 });
