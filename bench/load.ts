@@ -159,6 +159,9 @@ interface Tally {
   steps: number;
   rows: number;
   committed: number;
+  /** ORT run time and the rest of the decoding loop (tree building, sizing, streaming), ms. */
+  runMs: number;
+  hostMs: number;
   work: HogWork;
   /** The hogs' rate in each turn: its spread says how big a difference is measurable. */
   roundHog: number[];
@@ -167,7 +170,7 @@ interface Tally {
   generations: number;
 }
 const newTally = (): Tally => ({
-  roundTps: [], tokens: 0, decodeMs: 0, cpuMs: 0, steps: 0, rows: 0, committed: 0,
+  roundTps: [], tokens: 0, decodeMs: 0, cpuMs: 0, steps: 0, rows: 0, committed: 0, runMs: 0, hostMs: 0,
   work: { units: 0, seconds: 0 }, roundHog: [], othersCpu: [], mismatches: 0, generations: 0,
 });
 
@@ -183,6 +186,8 @@ function record(t: Tally, e: BenchEngine, prompt: number, r: GenerateResult, v: 
   t.steps += r.stats.steps;
   t.rows += r.stats.meanRowsPerStep * r.stats.steps;
   t.committed += r.stats.meanAcceptedTokens * r.stats.steps;
+  t.runMs += r.stats.runMs;
+  t.hostMs += r.stats.hostMs;
   t.generations++;
   if (r.tokens.join() !== e.reference[prompt].join()) {
     t.mismatches++;
@@ -294,6 +299,8 @@ interface VariantResult {
   cpu_ms_per_token: number | null;
   rows_per_step: number | null;
   tokens_per_step: number | null;
+  run_ms_per_step: number | null;
+  host_ms_per_step: number | null;
   hog_units_per_s: number | null;
   hog_units_per_s_rounds: number[];
   hog_vs_alone: number | null;
@@ -311,6 +318,9 @@ function summarise(t: Tally, aloneRate: number | null): VariantResult {
     rows_per_step: round(t.steps ? t.rows / t.steps : null, 2),
     // Committed tokens per tree step (accepted drafts + the bonus token): the acceptance g(budget).
     tokens_per_step: round(t.steps ? t.committed / t.steps : null),
+    // Where a step's time goes: ORT, and everything else in the loop (the sizer's share is in host).
+    run_ms_per_step: round(t.steps ? t.runMs / t.steps : null, 4),
+    host_ms_per_step: round(t.steps ? t.hostMs / t.steps : null, 4),
     hog_units_per_s: round(hogRate, 1),
     hog_units_per_s_rounds: t.roundHog.map((x) => +x.toFixed(1)),
     hog_vs_alone: ratio(hogRate, aloneRate),
@@ -351,8 +361,8 @@ function verdict(hogs: number, vs: Record<string, VariantResult | null>) {
 }
 
 function printTable(model: string, c: Condition, threads: number, vs: Record<string, VariantResult | null>, aloneRate: number | null): void {
-  const cols = ['variant', 'tok/s', 'x plain', 'CPU ms/tok', 'rows/step', 'tok/step', 'hog units/s', 'hog/alone', 'others CPU', 'mismatch'];
-  const w = [12, 9, 8, 11, 10, 9, 12, 10, 11, 9];
+  const cols = ['variant', 'tok/s', 'x plain', 'CPU ms/tok', 'rows/step', 'tok/step', 'run ms', 'host ms', 'hog units/s', 'hog/alone', 'others CPU', 'mismatch'];
+  const w = [14, 9, 8, 11, 10, 9, 8, 8, 12, 10, 11, 9];
   const line = (cells: (string | number | null)[]) => cells.map((x, i) => String(x ?? '-')[i ? 'padStart' : 'padEnd'](w[i])).join('');
   console.log(`\n${model} | ${c.name} (${c.hogs} hog${c.hogs === 1 ? '' : 's'}) | ORT threads ${threads} | hog alone ${round(aloneRate, 1) ?? '-'} units/s`);
   console.log(line(cols));
@@ -363,7 +373,7 @@ function printTable(model: string, c: Condition, threads: number, vs: Record<str
       continue;
     }
     const xPlain = ratio(r.tokens_per_s, vs.plain?.tokens_per_s);
-    console.log(line([v.name, r.tokens_per_s, xPlain, r.cpu_ms_per_token, r.rows_per_step, r.tokens_per_step, r.hog_units_per_s, r.hog_vs_alone, r.others_cpu, r.mismatches]));
+    console.log(line([v.name, r.tokens_per_s, xPlain, r.cpu_ms_per_token, r.rows_per_step, r.tokens_per_step, r.run_ms_per_step, r.host_ms_per_step, r.hog_units_per_s, r.hog_vs_alone, r.others_cpu, r.mismatches]));
   }
 }
 

@@ -92,6 +92,12 @@ const CONFIRM_EVERY = 4;
  * falls on a probe or confirmation step (multiples of 4).
  */
 const DECIDE_EVERY = 16;
+/**
+ * A share (others' CPU, CPU pressure, GPU busy) that moved this much since the cost model last
+ * started afresh means a new load (a hog starting or stopping moves others' CPU by 0.5 on 2 cores
+ * and pressure by 0.5; 250 ms readings of a steady board wander by a few per cent).
+ */
+const LOAD_MOVED = 0.2;
 /** Cap on the measured relative spread of one step's ms (a run of outliers must not freeze the sizer). */
 const MAX_NOISE = 0.5;
 
@@ -128,6 +134,8 @@ export class TreeSizer {
   // Last load seen and why auto is neighbourly (for the reason text).
   private cause = CAUSE_NONE;
   private othersCpu = 0;
+  /** The board when the cost model last started afresh (watchLoad); null before any reading. */
+  private ref: BoardLoad | null = null;
   private pressure: number | null = null;
   private tempC: number | null = null;
   private cached = 0; // at the last decision, for the reason text
@@ -158,6 +166,7 @@ export class TreeSizer {
   next(cached: number, load: BoardLoad | null): number {
     if (this.cfg.policy === 'fixed') return this.rows;
     this.cached = cached;
+    if (load) this.watchLoad(load);
     if (this.cfg.policy === 'auto') this.resolveAuto(load);
     if (!this.cost.ready || !this.gain.ready) return this.rows;
     this.steps++;
@@ -243,6 +252,28 @@ export class TreeSizer {
   private contended(load: BoardLoad, share: number): boolean {
     if (load.cpuPressure !== null) return load.cpuPressure >= share * this.cfg.busyPressure;
     return load.othersCpu >= share * (this.cfg.busyShare ?? 0.5 / Math.max(1, load.cores));
+  }
+
+  /**
+   * Step costs follow the board: when its load moves clearly away from where it was when the cost
+   * model last started afresh, every size's cost is re-learned from fresh samples (StepCost.discount).
+   */
+  private watchLoad(load: BoardLoad): void {
+    const ref = this.ref;
+    if (ref === null) {
+      this.cost.sensed();
+      this.ref = { ...load };
+      return;
+    }
+    const apart = (a: number | null, b: number | null, by: number) => a !== null && b !== null && Math.abs(a - b) >= by;
+    const moved =
+      apart(load.othersCpu, ref.othersCpu, LOAD_MOVED) ||
+      apart(load.cpuPressure, ref.cpuPressure, LOAD_MOVED) ||
+      apart(load.gpuBusy, ref.gpuBusy, LOAD_MOVED) ||
+      load.throttled !== ref.throttled;
+    if (!moved) return;
+    this.cost.discount();
+    Object.assign(ref, load);
   }
 
   private setActive(mode: ActivePolicy): void {

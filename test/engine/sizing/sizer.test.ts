@@ -70,6 +70,12 @@ class Sim {
   steps = 0;
   private readonly cum = new Float64Array(65);
 
+  /**
+   * Contention (set by contend()): a step of b ms is preempted with probability 1 - e^(-b/tau) and
+   * then waits a time slice of 0.5–1.5 x `slice` ms — CPU hogs on every core.
+   */
+  private contention: { base: (rows: number, cached: number) => number; tau: number; slice: number } | null = null;
+
   /** tail: this share of steps is preempted, taking 1.5–4x as long (a busy board's scheduler, GC). */
   constructor(public w: World, config: Partial<TreeSizerConfig>, seed: number, public noise = 0.2, public tail = 0) {
     this.rng = prng(seed);
@@ -77,7 +83,20 @@ class Sim {
     for (const r of CALIBRATION_ROWS) for (let i = 0; i < 2; i++) this.sizer.calibrate(r, 0, this.ms(r, 0));
   }
 
+  /** Switches to a contended board: w.cost becomes the expected cost, preemption included. */
+  contend(base: (rows: number) => number, tau: number, slice: number): void {
+    const at = (r: number, c: number) => base(r) * (1 + (0.25 * r * c) / (64 * 400) + c / 4000);
+    this.contention = { base: at, tau, slice };
+    this.w = { ...this.w, cost: (r, c) => at(r, c) + (1 - Math.exp(-at(r, c) / tau)) * slice };
+  }
+
   ms(rows: number, cached: number): number {
+    if (this.contention) {
+      const { base, tau, slice } = this.contention;
+      const b = base(rows, cached);
+      const preempted = this.rng() < 1 - Math.exp(-b / tau) ? slice * (0.5 + this.rng()) : 0;
+      return b * (1 + this.noise * (2 * this.rng() - 1)) + preempted;
+    }
     const preempted = this.tail > 0 && this.rng() < this.tail ? 1.5 + 2.5 * this.rng() : 1;
     return this.w.cost(rows, cached) * (1 + this.noise * (2 * this.rng() - 1)) * preempted;
   }
@@ -368,4 +387,40 @@ t.test('with PSI, auto turns neighbourly on contention, not on a neighbour that 
   }
   sim.run(5, psi(0.92, 0.5));
   t.match(sim.sizer.state.reason, /^auto→neighbourly: tasks wait for a CPU 50 % of the time, others use 92 % CPU; /);
+});
+
+t.test('on a contended board (preempted steps) the throughput sizer still lands within 5 % of the best', async (t) => {
+  // 2 hogs on 2 cores: a 0.5 ms step is preempted ~30 % of the time and then waits a 3 ms slice.
+  // Runs of unpreempted steps sit far below the mean; forgetting a size's cost on them (the
+  // sample-based staleness check) made small sizes, preempted less often, look cheap: 87–93 % of
+  // the best. With the board sensed, staleness comes from the board instead.
+  const busy = load({ othersCpu: 0.92, cpuPressure: 0.5 });
+  for (const seed of [1, 2, 3]) {
+    const sim = new Sim(world(SMALL, saturating(2, 6)), { policy: 'throughput' }, seed, 0.15);
+    sim.contend(SMALL, 1.5, 3);
+    sim.run(3000, busy);
+    const eff = meanEfficiency(sim, 1500, busy);
+    t.ok(eff >= 0.95, `seed ${seed}: ${(eff * 100).toFixed(1)} % of the best (rows ${sim.sizer.state.rows}, best ${sim.bestRows()})`);
+  }
+});
+
+t.test('a load change the board reports makes every size re-learn its cost', async (t) => {
+  // A hog stops: others' CPU falls from 0.9 to 0.05 and every step gets 2.2x cheaper. A size seen
+  // only on probes must not keep its busy cost (the sizer would not move back to it).
+  const sizer = new TreeSizer({ policy: 'throughput', maxRows: 32 });
+  const cost = (rows: number, level: number) => level * (0.5 + 0.01 * rows);
+  const feed = (rows: number, level: number, n: number) => {
+    for (let i = 0; i < n; i++) sizer.record(rows, 50, cost(rows, level), 1);
+  };
+  sizer.next(50, load({ othersCpu: 0.9 }));
+  feed(8, 2.2, 3000);
+  feed(6, 2.2, 3000);
+  sizer.next(50, load({ othersCpu: 0.05 }));
+  feed(6, 1, 200);
+  feed(8, 1, 1); // one probe
+  const off8 = sizer.cost.at(8, 50) / cost(8, 1);
+  t.ok(Math.abs(off8 - 1) < 0.15, `8 rows, one sample since the change, within 15 % of the new level: ${off8.toFixed(2)}`);
+  sizer.next(50, load({ othersCpu: 0.1 }));
+  feed(8, 1, 1);
+  t.ok(Math.abs(sizer.cost.at(8, 50) / cost(8, 1) - 1) < 0.15, 'a small wander of the load keeps what was learned');
 });
