@@ -282,10 +282,7 @@ export class StepCost {
     const run = this.offRun[r];
     this.offRun[r] = side === 0 ? 0 : Math.sign(run) === side ? run + side : side;
     if (Math.abs(this.offRun[r]) < STALE_RECENT) return;
-    this.sw[r] *= STALE_KEEP;
-    this.scc[r] *= STALE_KEEP;
-    this.scy[r] *= STALE_KEEP;
-    this.syy[r] *= STALE_KEEP;
+    this.scaleWeight(r, STALE_KEEP);
     this.offRun[r] = 0;
   }
 
@@ -297,10 +294,7 @@ export class StepCost {
   discount(): void {
     this.sampleStaleness = false;
     for (let r = 1; r <= this.maxRows; r++) {
-      this.sw[r] *= STALE_KEEP;
-      this.scc[r] *= STALE_KEEP;
-      this.scy[r] *= STALE_KEEP;
-      this.syy[r] *= STALE_KEEP;
+      this.scaleWeight(r, STALE_KEEP);
       this.offRun[r] = 0;
     }
   }
@@ -312,12 +306,15 @@ export class StepCost {
 
   private rescale(): void {
     const k = 1 / this.scale;
-    for (let r = 1; r <= this.maxRows; r++) {
-      this.sw[r] *= k;
-      this.scc[r] *= k;
-      this.scy[r] *= k;
-      this.syy[r] *= k;
-    }
+    for (let r = 1; r <= this.maxRows; r++) this.scaleWeight(r, k);
     this.scale = 1;
+  }
+
+  /** Bucket r's weight and weighted co-moments times k: its means stay, its say changes. */
+  private scaleWeight(r: number, k: number): void {
+    this.sw[r] *= k;
+    this.scc[r] *= k;
+    this.scy[r] *= k;
+    this.syy[r] *= k;
   }
 }
