@@ -36,13 +36,6 @@ export interface TreeSizerConfig {
   maxMove: number;
   /** Every this many steps one step probes a neighbouring size (0 = never). */
   exploreEvery: number;
-  /**
-   * Auto turns neighbourly when some task waits for a CPU this share of the time (PSI; where the
-   * kernel reports it): the board is contended, not merely shared.
-   */
-  busyPressure: number;
-  /** Without PSI: auto turns neighbourly when others use this share of the board's CPU; null = half a core. */
-  busyShare: number | null;
   /** Auto turns neighbourly at this CPU temperature (°C). */
   hotC: number;
   /** Half-life of the cost model and of the gain calibration, in steps. */
@@ -61,18 +54,12 @@ export const TREE_SIZER_DEFAULTS: Readonly<TreeSizerConfig> = {
   hysteresis: 0.03,
   maxMove: 2,
   exploreEvery: 16, // 4 probe sizes in turn: each refreshed every 64 steps, a third of a half-life
-  // Measured on the 2-core VM with a busy process as the daemon: 0 % stalled with 1 CPU hog (a core
-  // each), 50 % with 2 hogs (2026-12-03).
-  busyPressure: 0.2,
-  busyShare: null,
   hotC: 75,
   halfLife: 200, // 0.1–1 s of steps: follows a load change within a second or two
   curveHalfLife: 8,
 };
 
-/** Auto leaves neighbourly only when others use under this share of the busy threshold ... */
-const AUTO_CALM_SHARE = 0.6;
-/** ... and the CPU is this many °C under hotC (so the mode does not flap at the threshold). */
+/** Auto leaves neighbourly only when the CPU is this many °C under hotC (no flapping at the threshold). */
 const AUTO_COOL_C = 5;
 
 /** Most extra margin for an unsure prediction (an unmeasured size may still be taken if far better). */
@@ -102,7 +89,6 @@ const LOAD_MOVED = 0.2;
 const MAX_NOISE = 0.5;
 
 const CAUSE_NONE = 0;
-const CAUSE_BUSY = 1;
 const CAUSE_HOT = 2;
 const CAUSE_THROTTLED = 3;
 
@@ -131,12 +117,10 @@ export class TreeSizer {
   private steps = 0;
   private probes = 0;
   private readonly probeFactors: Float64Array;
-  // Last load seen and why auto is neighbourly (for the reason text).
+  // Last temperature seen and why auto is neighbourly (for the reason text).
   private cause = CAUSE_NONE;
-  private othersCpu = 0;
   /** The board when the cost model last started afresh (watchLoad); null before any reading. */
   private ref: BoardLoad | null = null;
-  private pressure: number | null = null;
   private tempC: number | null = null;
   private cached = 0; // at the last decision, for the reason text
   /** A size predicted better but not yet surely (0: none); confirmed by running it (decide). */
@@ -225,33 +209,22 @@ export class TreeSizer {
     return Math.min(maxRows, Math.max(policy === 'fixed' ? 1 : minRows, fixedRows));
   }
 
-  /** Auto: neighbourly on a contended, hot or throttled board; back to throughput only when clearly calm. */
+  /**
+   * Auto: neighbourly on a hot or throttled board, back to throughput only when 5 °C cooler and not
+   * throttled. Not on CPU contention: next to CPU hogs the fastest tree was also the cheapest in CPU
+   * per token, so the one that left them the most work; smaller trees only cost speed (bench:load
+   * 2026-12-03, 2 hogs, bundled model, 1 thread: fixed 8 0.178 CPU ms/token and 5832 hog units/s;
+   * neighbourly at 5.3 rows 0.196 and 5773; auto, neighbourly then, at 4.8 rows 0.204 and 5744).
+   */
   private resolveAuto(load: BoardLoad | null): void {
     if (!load) return; // no new reading: keep the mode
     const cfg = this.cfg;
-    this.othersCpu = load.othersCpu;
-    this.pressure = load.cpuPressure;
     this.tempC = load.tempC;
     const temp = load.tempC ?? -Infinity;
-    if (this.active === 'throughput') {
-      this.cause = load.throttled ? CAUSE_THROTTLED : temp >= cfg.hotC ? CAUSE_HOT : this.contended(load, 1) ? CAUSE_BUSY : CAUSE_NONE;
-      if (this.cause !== CAUSE_NONE) this.setActive('neighbourly');
-      return;
-    }
-    const warm = temp >= cfg.hotC - AUTO_COOL_C;
-    const notCalm = this.contended(load, AUTO_CALM_SHARE);
-    this.cause = load.throttled ? CAUSE_THROTTLED : warm ? CAUSE_HOT : notCalm ? CAUSE_BUSY : CAUSE_NONE;
-    if (this.cause === CAUSE_NONE) this.setActive('throughput');
-  }
-
-  /**
-   * At `share` of the busy thresholds: tasks waiting for a CPU (PSI) where the kernel says, else
-   * others' CPU use. Use alone misleads: a neighbour on a core of its own (1 hog, 2 cores, 1 ORT
-   * thread) reads as others at 50 % while nobody waits — neighbourly there only cost speed.
-   */
-  private contended(load: BoardLoad, share: number): boolean {
-    if (load.cpuPressure !== null) return load.cpuPressure >= share * this.cfg.busyPressure;
-    return load.othersCpu >= share * (this.cfg.busyShare ?? 0.5 / Math.max(1, load.cores));
+    const hotFrom = this.active === 'throughput' ? cfg.hotC : cfg.hotC - AUTO_COOL_C;
+    this.cause = load.throttled ? CAUSE_THROTTLED : temp >= hotFrom ? CAUSE_HOT : CAUSE_NONE;
+    const mode = this.cause === CAUSE_NONE ? 'throughput' : 'neighbourly';
+    if (mode !== this.active) this.setActive(mode);
   }
 
   /**
@@ -393,9 +366,7 @@ export class TreeSizer {
 
   private causeText(): string {
     if (this.cause === CAUSE_THROTTLED) return 'board throttled';
-    if (this.cause === CAUSE_HOT) return `CPU at ${Math.round(this.tempC ?? 0)} °C (hot from ${this.cfg.hotC} °C)`;
-    const others = `others use ${Math.round(this.othersCpu * 100)} % CPU`;
-    return this.pressure === null ? others : `tasks wait for a CPU ${Math.round(this.pressure * 100)} % of the time, ${others}`;
+    return `CPU at ${Math.round(this.tempC ?? 0)} °C (hot from ${this.cfg.hotC} °C)`;
   }
 
 }
@@ -413,8 +384,6 @@ function validate(cfg: TreeSizerConfig): void {
   need(cfg.hysteresis >= 0 && cfg.hysteresis < 1, 'hysteresis must be in [0, 1)');
   need(cfg.maxMove > 1, 'maxMove must be > 1');
   need(int(cfg.exploreEvery) && cfg.exploreEvery >= 0, 'exploreEvery must be an integer >= 0');
-  need(cfg.busyPressure > 0 && cfg.busyPressure <= 1, 'busyPressure must be in (0, 1]');
-  need(cfg.busyShare === null || (cfg.busyShare > 0 && cfg.busyShare <= 1), 'busyShare must be in (0, 1] or null');
   need(Number.isFinite(cfg.hotC), 'hotC must be a number');
   need(cfg.halfLife > 0 && cfg.curveHalfLife > 0, 'half-lives must be > 0');
 }

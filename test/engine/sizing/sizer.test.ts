@@ -240,15 +240,14 @@ t.test('neighbourly picks a smaller tree than throughput, within the loss bound'
 
 const IDLE: BoardLoad = { othersCpu: 0.02, cores: 2, tempC: 50, throttled: false, gpuBusy: null, cpuPressure: null };
 const load = (patch: Partial<BoardLoad>): BoardLoad => ({ ...IDLE, ...patch });
+/** A hot board (auto turns neighbourly) that is also busy. */
+const HOT = load({ othersCpu: 0.96, tempC: 80 });
 
-t.test('auto turns neighbourly on a saturated, throttled or hot board, and back, with hysteresis', async (t) => {
-  // Half a core of 2 is 25 % of the board; auto leaves neighbourly below 0.6 x 25 % = 15 %.
+t.test('auto turns neighbourly on a throttled or hot board, and back, with hysteresis; not on CPU load', async (t) => {
   const steps: Array<[string, BoardLoad, string]> = [
     ['idle', IDLE, 'throughput'],
-    ['others at 20 %', load({ othersCpu: 0.2 }), 'throughput'],
-    ['others at 96 %', load({ othersCpu: 0.96 }), 'neighbourly'],
-    ['others at 20 % (above the leave threshold)', load({ othersCpu: 0.2 }), 'neighbourly'],
-    ['others at 10 %', load({ othersCpu: 0.1 }), 'throughput'],
+    ['others at 96 %', load({ othersCpu: 0.96 }), 'throughput'],
+    ['others at 96 %, tasks wait half the time', load({ othersCpu: 0.96, cpuPressure: 0.5 }), 'throughput'],
     ['throttled', load({ throttled: true }), 'neighbourly'],
     ['not throttled', IDLE, 'throughput'],
     ['76 °C', load({ tempC: 76 }), 'neighbourly'],
@@ -262,13 +261,13 @@ t.test('auto turns neighbourly on a saturated, throttled or hot board, and back,
     t.equal(sim.sizer.state.active, active, what);
     t.equal(sim.sizer.state.policy, 'auto');
   }
-  sim.run(5, load({ othersCpu: 0.96 }));
-  t.match(sim.sizer.state.reason, /^auto→neighbourly: others use 96 % CPU; \d+ rows?, predicted [\d.]+ tok\/step at [\d.]+ ms$/);
+  sim.run(5, load({ tempC: 80 }));
+  t.match(sim.sizer.state.reason, /^auto→neighbourly: CPU at 80 °C \(hot from 75 °C\); \d+ rows?, predicted [\d.]+ tok\/step at [\d.]+ ms$/);
   sim.run(5, load({ throttled: true }));
   t.match(sim.sizer.state.reason, /board throttled/);
 });
 
-t.test('a saturated board drives auto to smaller trees, and an idle one back', async (t) => {
+t.test('a hot board drives auto to smaller trees, and a cool one back', async (t) => {
   for (const [name, base] of [['small', SMALL], ['large', LARGE]] as const) {
     const calm = world(base, saturating(3, 20));
     // Contention inflates every step, the wider ones more (they wait on more shared memory traffic).
@@ -278,7 +277,7 @@ t.test('a saturated board drives auto to smaller trees, and an idle one back', a
     const idleRows = sim.sizer.state.rows;
     t.equal(sim.sizer.state.active, 'throughput');
     sim.w = busy;
-    sim.run(1500, load({ othersCpu: 0.96 }));
+    sim.run(1500, HOT);
     const busyRows = sim.sizer.state.rows;
     t.equal(sim.sizer.state.active, 'neighbourly');
     // Not always strictly smaller: a shrink must be sure (see SHRINK_Z), and on the large model the
@@ -351,17 +350,17 @@ t.test('setPolicy switches at run time and keeps what was learned', async (t) =>
 });
 
 t.test("auto's neighbourly mode stays near the best speed; the neighbourly policy trades more", async (t) => {
-  // The default policy must hold >= 0.95 x the best tree on a busy board (issue 8's bar); with the
-  // explicit policy's 8 % band it did not (bench:load, 2 hogs: 0.80 x fixed 8).
+  // The default policy must hold >= 0.95 x the best tree when it turns neighbourly (issue 8's bar);
+  // with the explicit policy's 8 % band it did not (bench:load, 2 hogs: 0.80 x fixed 8).
   for (const [name, base] of [['small', SMALL], ['large', LARGE]] as const) {
     const busy = world((r) => base(r) * 2 * (1 + r / 32), saturating(3, 20));
     const effs: Record<string, number> = {};
     const rows: Record<string, number> = {};
     for (const policy of ['auto', 'neighbourly'] as const) {
       const sim = new Sim(busy, { policy }, 21);
-      sim.run(1500, load({ othersCpu: 0.96 }));
-      t.equal(sim.sizer.state.active, 'neighbourly', `${name}: ${policy} is neighbourly on a saturated board`);
-      effs[policy] = meanEfficiency(sim, 500, load({ othersCpu: 0.96 }));
+      sim.run(1500, HOT);
+      t.equal(sim.sizer.state.active, 'neighbourly', `${name}: ${policy} is neighbourly on a hot board`);
+      effs[policy] = meanEfficiency(sim, 500, HOT);
       rows[policy] = sim.sizer.state.rows;
     }
     t.ok(effs.auto >= 0.95, `${name}: auto at ${rows.auto} rows, ${(effs.auto * 100).toFixed(1)} % of the best`);
@@ -370,24 +369,6 @@ t.test("auto's neighbourly mode stays near the best speed; the neighbourly polic
   }
 });
 
-t.test('with PSI, auto turns neighbourly on contention, not on a neighbour that has a core of its own', async (t) => {
-  // 2 cores, 1 ORT thread, 1 CPU hog: others at 50 % but nobody waits (measured: 0 % stalled);
-  // 2 hogs: 50 % stalled. Before PSI, auto read the first as busy and gave up speed for nothing.
-  const psi = (othersCpu: number, cpuPressure: number) => load({ othersCpu, cpuPressure });
-  const steps: Array<[string, BoardLoad, string]> = [
-    ['one hog on its own core', psi(0.5, 0), 'throughput'],
-    ['two hogs: half the time a task waits', psi(0.92, 0.5), 'neighbourly'],
-    ['waits 15 % (above the leave threshold)', psi(0.9, 0.15), 'neighbourly'],
-    ['waits 5 %', psi(0.5, 0.05), 'throughput'],
-  ];
-  const sim = new Sim(world(SMALL, saturating(3, 20)), { policy: 'auto' }, 23);
-  for (const [what, l, active] of steps) {
-    sim.run(50, l);
-    t.equal(sim.sizer.state.active, active, what);
-  }
-  sim.run(5, psi(0.92, 0.5));
-  t.match(sim.sizer.state.reason, /^auto→neighbourly: tasks wait for a CPU 50 % of the time, others use 92 % CPU; /);
-});
 
 t.test('on a contended board (preempted steps) the throughput sizer still lands within 5 % of the best', async (t) => {
   // 2 hogs on 2 cores: a 0.5 ms step is preempted ~30 % of the time and then waits a 3 ms slice.
