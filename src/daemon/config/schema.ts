@@ -43,7 +43,7 @@ const { default: _rootDefault, ...root } = obj({
       type: 'string',
       enum: ['auto', 'throughput', 'neighbourly', 'fixed'],
       default: 'auto',
-      description: 'How draft trees are sized: auto (throughput, neighbourly when the board is busy, hot or throttled), throughput, neighbourly, or fixed (fixed_rows).',
+      description: 'How draft trees are sized: auto (throughput; neighbourly within 3 % when the CPU is hot or the board throttles), throughput, neighbourly, or fixed (fixed_rows).',
     },
     fixed_rows: int(10, 1, 64, 'Rows per step for policy fixed and for sampled requests (whose tree stays fixed so a seed reproduces its tokens).'),
     min_rows: int(1, 1, 64, 'Smallest tree the adaptive policies choose (1 = plain decoding).'),
