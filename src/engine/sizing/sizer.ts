@@ -238,7 +238,6 @@ export class TreeSizer {
       this.ref = { ...load };
       return;
     }
-    const apart = (a: number | null, b: number | null, by: number) => a !== null && b !== null && Math.abs(a - b) >= by;
     const moved =
       apart(load.othersCpu, ref.othersCpu, LOAD_MOVED) ||
       apart(load.cpuPressure, ref.cpuPressure, LOAD_MOVED) ||
@@ -369,6 +368,11 @@ export class TreeSizer {
     return `CPU at ${Math.round(this.tempC ?? 0)} °C (hot from ${this.cfg.hotC} °C)`;
   }
 
+}
+
+/** Both readings known and at least `by` apart (module level: called every step, no closure). */
+function apart(a: number | null, b: number | null, by: number): boolean {
+  return a !== null && b !== null && Math.abs(a - b) >= by;
 }
 
 function validate(cfg: TreeSizerConfig): void {
