@@ -334,8 +334,9 @@ function summarise(t: Tally, aloneRate: number | null): VariantResult {
 function verdict(hogs: number, vs: Record<string, VariantResult | null>) {
   const tps = (n: string) => vs[n]?.tokens_per_s ?? null;
   // Best fixed by median tokens/s; every ratio below is paired per round (see paired).
-  const bestFixed = FIXED.map((b) => `fixed_${b}`).reduce((a, b) => ((tps(b) ?? -1) > (tps(a) ?? -1) ? b : a));
-  const best = Object.keys(vs).reduce((a, b) => ((tps(b) ?? -1) > (tps(a) ?? -1) ? b : a));
+  const fastest = (names: string[]) => names.reduce((a, b) => ((tps(b) ?? -1) > (tps(a) ?? -1) ? b : a));
+  const bestFixed = fastest(FIXED.map((b) => `fixed_${b}`));
+  const best = fastest(Object.keys(vs));
   const r = {
     best_fixed: bestFixed,
     adaptive_vs_best_fixed: paired(vs.auto, vs[bestFixed]),
