@@ -33,8 +33,8 @@ export function writeLoad(shared: Int32Array, load: BoardLoad): void {
   Atomics.store(shared, SLOT_CORES, Math.max(1, Math.round(load.cores)));
   Atomics.store(shared, SLOT_TEMP, load.tempC === null || !Number.isFinite(load.tempC) ? NO_READING : Math.round(load.tempC * 100));
   Atomics.store(shared, SLOT_THROTTLED, load.throttled ? 1 : 0);
-  Atomics.store(shared, SLOT_GPU, load.gpuBusy === null || !Number.isFinite(load.gpuBusy) ? NO_READING : Math.round(clamp01(load.gpuBusy) * 1000));
-  Atomics.store(shared, SLOT_PRESSURE, load.cpuPressure === null || !Number.isFinite(load.cpuPressure) ? NO_READING : Math.round(clamp01(load.cpuPressure) * 1000));
+  Atomics.store(shared, SLOT_GPU, perMille(load.gpuBusy));
+  Atomics.store(shared, SLOT_PRESSURE, perMille(load.cpuPressure));
   Atomics.store(shared, SLOT_LOAD_SET, 1);
 }
 
@@ -46,11 +46,18 @@ export function readLoad(shared: Int32Array, into: BoardLoad): boolean {
   const temp = Atomics.load(shared, SLOT_TEMP);
   into.tempC = temp === NO_READING ? null : temp / 100;
   into.throttled = Atomics.load(shared, SLOT_THROTTLED) === 1;
-  const gpu = Atomics.load(shared, SLOT_GPU);
-  into.gpuBusy = gpu === NO_READING ? null : gpu / 1000;
-  const pressure = Atomics.load(shared, SLOT_PRESSURE);
-  into.cpuPressure = pressure === NO_READING ? null : pressure / 1000;
+  into.gpuBusy = share(Atomics.load(shared, SLOT_GPU));
+  into.cpuPressure = share(Atomics.load(shared, SLOT_PRESSURE));
   return true;
+}
+
+/** An optional 0..1 share as stored in a slot: per mille, NO_READING when unknown. */
+function perMille(x: number | null): number {
+  return x === null || !Number.isFinite(x) ? NO_READING : Math.round(clamp01(x) * 1000);
+}
+
+function share(slot: number): number | null {
+  return slot === NO_READING ? null : slot / 1000;
 }
 
 export function writePolicy(shared: Int32Array, policy: TreePolicy): void {
