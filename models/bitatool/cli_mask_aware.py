@@ -58,6 +58,18 @@ def _training_data(model, shared: str, a):
     return sp, held, seqs, torch.tensor(text_stream(docs))
 
 
+def _anchor(s, shared: str):
+    """The KL anchor: the input model itself (None here), or stories260K, the teacher every base of
+    this repository is distilled from."""
+    if s.anchor != "teacher":
+        return None, "original (the input model)"
+    from .data import TEACHER, shared_path
+    from .llama2c import load_llama2c
+
+    path = shared_path(TEACHER, shared)
+    return load_llama2c(path), {**_source(path), "name": "stories260K"}
+
+
 def cmd_train_mask_aware(a) -> int:
     from .checkpoint import load_model, save_model
     from .mask_aware import MaskAwareSettings, train_mask_aware
@@ -70,13 +82,15 @@ def cmd_train_mask_aware(a) -> int:
     source = _source(a.model)
     sp, held, seqs, text = _training_data(model, shared, a)
     s = MaskAwareSettings(**{f.name: getattr(a, f.name) for f in fields(MaskAwareSettings)})
+    teacher, anchor_source = _anchor(s, shared)
     ckpt = a.resume or os.path.join(a.work, "mask-aware-" + os.path.basename(a.out) + ".ckpt")
-    model, info = train_mask_aware(model, seqs, text, s, ckpt=ckpt, source=source, stop_after=a.stop_after, log=log)
+    model, info = train_mask_aware(model, seqs, text, s, ckpt=ckpt, source=source, stop_after=a.stop_after,
+                                   teacher=teacher, log=log)
     if not info["done"]:
         log(f"train-mask-aware: stopped at step {info['step']}/{s.steps}; rerun the same command to resume ({ckpt})")
         return 0
     ev = _held_out_eval(model, info["original"], sp, held, a.eval_paragraphs)
-    fine_tuned = {"from": source, "steps": info["step"], "options": asdict(s), **ev,
+    fine_tuned = {"from": source, "anchor": anchor_source, "steps": info["step"], "options": asdict(s), **ev,
                   "data": {"n_train": a.n_train, "n_new": a.n_new, "seed": a.data_seed, "int8_answers": a.int8},
                   "train_seconds": info["train_seconds"], "method": "bitatool train-mask-aware (bitatool.mask_aware)"}
     save_model(model, a.out, extra={**input_extra, "fine_tuned": fine_tuned})
@@ -120,9 +134,14 @@ SETTING_HELP = {
     "anchor_kl": "weight of KL(original || model) on every normal row",
     "anchor_ce": "weight of CE on real text (the issue's experiment: 0.3)",
     "targets": "online: the model's current argmax at s+j (follows it); stored: the original's greedy tokens",
+    "anchor": "KL anchor: original (the input model, held where it is) or teacher (stories260K: the joint run "
+              "also continues the base's distillation)",
     "seed": "data order, group offsets and text windows",
     "ckpt_every": "steps between resumable checkpoints",
 }
+
+
+CHOICES = {"targets": ["online", "stored"], "anchor": ["original", "teacher"]}
 
 
 def _common(p) -> None:
@@ -142,7 +161,7 @@ def register(sub) -> None:
     for f in fields(MaskAwareSettings):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                        help=SETTING_HELP.get(f.name, " "),
-                       **({"choices": ["online", "stored"]} if f.name == "targets" else {}))
+                       **({"choices": CHOICES[f.name]} if f.name in CHOICES else {}))
     p.add_argument("--resume", help="training checkpoint to resume from / write (default: in --work)")
     p.add_argument("--stop-after", type=int, help="leave after this many steps of this run (resume later)")
     p.add_argument("--work", default=os.path.join(BUILD, "mask-aware"), help="cache of data and checkpoints")

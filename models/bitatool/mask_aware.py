@@ -4,7 +4,9 @@ Frozen-base adapters (bita_train) leave the base as it is; here the base moves t
 shape the representations they read. Two forces per step:
   - an anchor on the normal rows: KL(original ‖ model) on every normal row, plus anchor_ce × CE on
     real text windows (the distillation objective of bitatool.distill), so the model stays close to
-    the frozen original it started from;
+    the frozen original it started from; with anchor="teacher" the KL goes to the teacher the base
+    was distilled from instead (the caller passes it), so the joint run also continues distillation
+    rather than holding the student where it stopped;
   - packed mask groups (bita_train.pack_batch) over self-distilled sequences (the original's greedy
     answers), trained on the model's OWN current choice: target of mask j in the group at s is the
     detached argmax of the normal row at s+j ("online"; it follows the model as it moves). "stored"
@@ -48,6 +50,7 @@ class MaskAwareSettings:
     anchor_kl: float = 1.0
     anchor_ce: float = 0.3  # the issue's experiment: KL to the original + 0.3 x CE on text
     targets: str = "online"  # online: the model's current argmax; stored: the original's greedy tokens
+    anchor: str = "original"  # KL to: original (the input model) or teacher (the model it was distilled from)
     seed: int = 7
     ckpt_every: int = 10
 
@@ -90,7 +93,7 @@ def online_targets(normal_logits: torch.Tensor, stored: torch.Tensor, starts: li
     return torch.where(stored >= 0, got, torch.full_like(got, -100))
 
 
-def mask_part(model: Llama, original: Llama, seqs, s: MaskAwareSettings, rng: random.Random) -> dict:
+def mask_part(model: Llama, anchor: Llama, seqs, s: MaskAwareSettings, rng: random.Random) -> dict:
     """Normal rows (with gradient) + packed mask groups of the self-distilled sequences."""
     M, V = model.c.n_masks, model.c.vocab_size
     starts = [_start(sq, s.groups, rng) for sq in seqs]  # pack_batch's own rule, drawn here to reuse them
@@ -99,7 +102,7 @@ def mask_part(model: Llama, original: Llama, seqs, s: MaskAwareSettings, rng: ra
     pos, cb = causal_rows(ids)
     logits, kv = model(ids, pos, cb)
     with torch.no_grad():
-        ref, _ = original(ids, pos, cb)
+        ref, _ = anchor(ids, pos, cb)
     cut = bias.shape[-1] - mids.shape[1]  # pack_batch's context width
     mlogits, _ = model(mids, mpos, bias, past=[(k[:, :cut], v[:, :cut]) for k, v in kv])
     targets = online_targets(logits, stored, starts, s.groups, M) if s.targets == "online" else stored
@@ -117,8 +120,8 @@ def _start(seq: tuple[list[int], int], n_groups: int, rng: random.Random) -> int
     return rng.randint(lo, max(lo, hi - n_groups + 1))
 
 
-def text_part(model: Llama, original: Llama, text: torch.Tensor, s: MaskAwareSettings, rng: random.Random) -> dict:
-    """KL to the original + CE on real next tokens of text windows (the anchor on real text)."""
+def text_part(model: Llama, anchor: Llama, text: torch.Tensor, s: MaskAwareSettings, rng: random.Random) -> dict:
+    """KL to the anchor (original or teacher) + CE on real next tokens of text windows (the anchor on real text)."""
     rows = []
     for _ in range(s.text_batch):
         i = rng.randrange(0, len(text) - s.text_len - 1)
@@ -128,17 +131,17 @@ def text_part(model: Llama, original: Llama, text: torch.Tensor, s: MaskAwareSet
     pos, cb = causal_rows(x)
     logits, _ = model(x, pos, cb)
     with torch.no_grad():
-        ref, _ = original(x, pos, cb)
+        ref, _ = anchor(x, pos, cb)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     return {"kl": kl_rows(logits, ref, torch.ones_like(x, dtype=torch.bool)), "ce": ce}
 
 
-def joint_loss(model, original, seqs, text, s: MaskAwareSettings, rng) -> tuple[torch.Tensor, dict]:
-    m = mask_part(model, original, seqs, s, rng)
+def joint_loss(model, anchor, seqs, text, s: MaskAwareSettings, rng) -> tuple[torch.Tensor, dict]:
+    m = mask_part(model, anchor, seqs, s, rng)
     parts = [m["kl"]]
     ce = torch.zeros(())
     if s.text_batch > 0:
-        t = text_part(model, original, text, s, rng)
+        t = text_part(model, anchor, text, s, rng)
         parts.append(t["kl"])
         ce = t["ce"]
     kl = torch.cat(parts).mean()
@@ -185,19 +188,30 @@ def _progress(step: int, s: MaskAwareSettings, st: dict, el: float, done: int, l
         f"targets moved {100 * st['targets_moved']:.1f}% {per:.2f}s/step ETA {per * (s.steps - step) / 60:.1f} min")
 
 
+def _frozen(m: Llama) -> Llama:
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
 def train_mask_aware(model: Llama, data: list[tuple[list[int], int]], text: torch.Tensor, s: MaskAwareSettings,
                      ckpt: str | None = None, source: dict | None = None, stop_after: int | None = None,
-                     log=print) -> tuple[Llama, dict]:
+                     teacher: Llama | None = None, log=print) -> tuple[Llama, dict]:
     """Jointly train `model` (which must carry BiTA adapters) in place; returns it and a summary.
-    stop_after: leave after that many steps of THIS run (checkpoint written), to split a run."""
+    stop_after: leave after that many steps of THIS run (checkpoint written), to split a run.
+    teacher: the KL anchor when s.anchor == "teacher" (same vocabulary)."""
     if not model.c.n_masks:
         raise SystemExit("train-mask-aware: the model has no BiTA adapters (train-bita first)")
     if s.targets not in ("online", "stored"):
         raise SystemExit(f"--targets {s.targets!r}: online or stored")
+    if s.anchor not in ("original", "teacher"):
+        raise SystemExit(f"--anchor {s.anchor!r}: original or teacher")
+    if s.anchor == "teacher" and (teacher is None or teacher.c.vocab_size != model.c.vocab_size):
+        raise SystemExit("train-mask-aware: --anchor teacher needs a teacher with the model's vocabulary")
     source = source or {}
-    original = copy.deepcopy(model).eval()
-    for p in original.parameters():
-        p.requires_grad_(False)
+    original = _frozen(copy.deepcopy(model))
+    anchor = _frozen(teacher) if s.anchor == "teacher" else original
     opt = make_optimizer(model, s)
     rng = random.Random(s.seed)
     torch.manual_seed(s.seed)
@@ -211,7 +225,7 @@ def train_mask_aware(model: Llama, data: list[tuple[list[int], int]], text: torc
     t0, step0, last = time.time(), step, {}
     while step < s.steps and (stop_after is None or step - step0 < stop_after):
         seqs = [usable[rng.randrange(len(usable))] for _ in range(s.batch)]
-        loss, last = joint_loss(model, original, seqs, text, s, rng)
+        loss, last = joint_loss(model, anchor, seqs, text, s, rng)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * lr_scale(step, s)
         opt.zero_grad(set_to_none=True)

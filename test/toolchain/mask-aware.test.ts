@@ -73,6 +73,23 @@ t.test('train-mask-aware: online targets start at the stored greedy tokens; the 
   t.ok(held < free / 2, `KL to the original after 30 steps: ${held} anchored vs ${free} free`);
 });
 
+t.test('train-mask-aware --anchor teacher: the KL pulls toward stories260K, and the record says so', async (t) => {
+  const dir = tempDir(t, 'mask-aware-');
+  const klAt = (log: string, step: number) => Number(new RegExp(`step ${step}/\\d+ .* kl ([\\d.]+)`).exec(log)![1]);
+  // Step 1's loss is computed before any update: zero KL to itself, not to a teacher it never saw.
+  t.equal(klAt(train(dir, 'o1.pt', ['--steps', '1']), 1), 0, 'anchor original: KL 0 at the start');
+  t.ok(klAt(train(dir, 't1.pt', ['--steps', '1', '--anchor', 'teacher']), 1) > 0.5, 'anchor teacher: the tiny model is far from stories260K');
+  const pull = train(dir, 'teach.pt', ['--steps', '30', '--anchor', 'teacher', '--anchor-kl', '10', '--anchor-ce', '0',
+    '--mask-weight', '0', '--lr-base', '1e-2']);
+  t.ok(klAt(pull, 30) < klAt(pull, 10), `KL to the teacher falls: ${klAt(pull, 10)} -> ${klAt(pull, 30)}`);
+  const r = JSON.parse(py(['test/toolchain/py/mask_aware_tiny.py', 'same', TINY_PT, join(dir, 'teach.pt')])) as {
+    extra_b: { fine_tuned: { anchor: { name: string; sha256: string }; options: { anchor: string } } };
+  };
+  t.equal(r.extra_b.fine_tuned.anchor.name, 'stories260K');
+  t.match(r.extra_b.fine_tuned.anchor.sha256, /^[0-9a-f]{64}$/);
+  t.equal(r.extra_b.fine_tuned.options.anchor, 'teacher');
+});
+
 t.test('train-mask-aware: a run stopped and resumed equals an uninterrupted one', async (t) => {
   const dir = tempDir(t, 'mask-aware-');
   const six = ['--steps', '6', '--ckpt-every', '2', '--lr-base', '1e-2'];
