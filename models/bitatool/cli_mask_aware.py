@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(REPO, "models", "_build")
@@ -25,24 +25,6 @@ def _setup(a):
     return os.path.normpath(a.shared or SHARED)
 
 
-def _source(path: str) -> dict:
-    from .package import file_entry
-
-    return {"name": os.path.basename(path), "path": os.path.abspath(path), "sha256": file_entry(path)["sha256"]}
-
-
-def _held_out_eval(model, original, sp, held: str, paragraphs: int) -> dict:
-    from .data import encode_paragraphs
-    from .evalbpb import bits_per_byte
-    from .quality import agreement
-
-    docs = encode_paragraphs(sp, held)[:paragraphs]
-    return {"agreement_with_original": round(agreement(model, original, docs), 4),
-            "bpb_before": round(bits_per_byte(original, sp, held, max_paragraphs=paragraphs), 4),
-            "bpb_after": round(bits_per_byte(model, sp, held, max_paragraphs=paragraphs), 4),
-            "eval": f"first {paragraphs} paragraphs of the held-out last 10% of tinystories_val_subset.txt"}
-
-
 def _training_data(model, shared: str, a):
     import torch
 
@@ -58,41 +40,27 @@ def _training_data(model, shared: str, a):
     return sp, held, seqs, torch.tensor(text_stream(docs))
 
 
-def _anchor(s, shared: str):
-    """The KL anchor: the input model itself (None here), or stories260K, the teacher every base of
-    this repository is distilled from."""
-    if s.anchor != "teacher":
-        return None, "original (the input model)"
-    from .data import TEACHER, shared_path
-    from .llama2c import load_llama2c
-
-    path = shared_path(TEACHER, shared)
-    return load_llama2c(path), {**_source(path), "name": "stories260K"}
-
-
 def cmd_train_mask_aware(a) -> int:
     from .checkpoint import load_model, save_model
-    from .mask_aware import MaskAwareSettings, train_mask_aware
+    from .mask_aware import MaskAwareSettings, anchor_model, fine_tuned_record, source_of, train_mask_aware
     import torch
 
     shared = _setup(a)
     os.makedirs(a.work, exist_ok=True)
     model = load_model(a.model)
     input_extra = torch.load(a.model, map_location="cpu").get("extra") or {}
-    source = _source(a.model)
+    source = source_of(a.model)
     sp, held, seqs, text = _training_data(model, shared, a)
     s = MaskAwareSettings(**{f.name: getattr(a, f.name) for f in fields(MaskAwareSettings)})
-    teacher, anchor_source = _anchor(s, shared)
+    teacher, anchor_source = anchor_model(s, shared)
     ckpt = a.resume or os.path.join(a.work, "mask-aware-" + os.path.basename(a.out) + ".ckpt")
     model, info = train_mask_aware(model, seqs, text, s, ckpt=ckpt, source=source, stop_after=a.stop_after,
                                    teacher=teacher, log=log)
     if not info["done"]:
         log(f"train-mask-aware: stopped at step {info['step']}/{s.steps}; rerun the same command to resume ({ckpt})")
         return 0
-    ev = _held_out_eval(model, info["original"], sp, held, a.eval_paragraphs)
-    fine_tuned = {"from": source, "anchor": anchor_source, "steps": info["step"], "options": asdict(s), **ev,
-                  "data": {"n_train": a.n_train, "n_new": a.n_new, "seed": a.data_seed, "int8_answers": a.int8},
-                  "train_seconds": info["train_seconds"], "method": "bitatool train-mask-aware (bitatool.mask_aware)"}
+    data = {"n_train": a.n_train, "n_new": a.n_new, "seed": a.data_seed, "int8_answers": a.int8}
+    fine_tuned = fine_tuned_record(model, info, s, source, anchor_source, sp, held, a.eval_paragraphs, data)
     save_model(model, a.out, extra={**input_extra, "fine_tuned": fine_tuned})
     log(f"train-mask-aware: wrote {a.out}\n" + json.dumps({k: v for k, v in fine_tuned.items() if k != "options"}))
     return 0

@@ -244,6 +244,44 @@ def train_mask_aware(model: Llama, data: list[tuple[list[int], int]], text: torc
                    "train_seconds": round(secs_before + time.time() - t0, 1), "original": original}
 
 
+def source_of(path: str) -> dict:
+    """Name, absolute path and sha256 of a model file (the `from` and `anchor` of a fine_tuned record)."""
+    from .package import file_entry
+
+    return {"name": os.path.basename(path), "path": os.path.abspath(path), "sha256": file_entry(path)["sha256"]}
+
+
+def anchor_model(s: MaskAwareSettings, shared: str) -> tuple[Llama | None, dict | str]:
+    """The KL anchor: the input model itself (None here), or stories260K, the teacher every base of
+    this repository is distilled from; with its record."""
+    if s.anchor != "teacher":
+        return None, "original (the input model)"
+    from .data import TEACHER, shared_path
+    from .llama2c import load_llama2c
+
+    path = shared_path(TEACHER, shared)
+    return load_llama2c(path), {**source_of(path), "name": "stories260K"}
+
+
+def fine_tuned_record(model: Llama, info: dict, s: MaskAwareSettings, source: dict, anchor: dict | str,
+                      sp, held: str, paragraphs: int, data: dict) -> dict:
+    """What a package says about a base trained here: from what, with what, and how far it moved
+    (agreement with the original, held-out bits per byte before and after)."""
+    from .data import encode_paragraphs
+    from .evalbpb import bits_per_byte
+    from .quality import agreement
+
+    original = info["original"]
+    docs = encode_paragraphs(sp, held)[:paragraphs]
+    return {"from": source, "anchor": anchor, "steps": info["step"], "options": asdict(s),
+            "agreement_with_original": round(agreement(model, original, docs), 4),
+            "bpb_before": round(bits_per_byte(original, sp, held, max_paragraphs=paragraphs), 4),
+            "bpb_after": round(bits_per_byte(model, sp, held, max_paragraphs=paragraphs), 4),
+            "eval": f"first {paragraphs} paragraphs of the held-out last 10% of tinystories_val_subset.txt",
+            "data": data, "train_seconds": info["train_seconds"],
+            "method": "bitatool train-mask-aware (bitatool.mask_aware)"}
+
+
 def fine_tuned_of(path: str) -> dict | None:
     """The `fine_tuned` record of a bitatool checkpoint (None for other files or untouched bases),
     for the package manifest: a model trained here is no longer the original."""
