@@ -139,7 +139,7 @@ def cmd_build_default(a) -> int:
     from .default_model import build_default
 
     _threads(a.threads)
-    build_default(_shared(a), a.out, log=log, skip_ort=a.no_ort)
+    build_default(_shared(a), a.out, log=log, skip_ort=a.no_ort, recipe=a.recipe)
     return 0
 
 
@@ -202,5 +202,8 @@ def register(sub) -> None:
                        formatter_class=F)
     p.add_argument("--out", default=os.path.join(REPO, "models", "tinystories-bita"))
     p.add_argument("--no-ort", action="store_true", help="skip the onnxruntime-node int8 agreement measurement")
+    p.add_argument("--recipe", choices=["v2", "v3"], default="v2",
+                   help="v2: the bundle (1200 distillation steps, frozen-base adapters); v3: the measured candidate "
+                        "(4000 steps, then 200 mask-aware steps; better text, slower trees; docs/models.md)")
     _common(p)
     p.set_defaults(func=cmd_build_default)
