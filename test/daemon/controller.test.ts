@@ -34,7 +34,10 @@ t.test('the controller boots from a YAML file, answers over MQTT and the socket,
   const s = await SocketClient.connect(c.cfg.socket.path);
   const r = (await s.request('generate', { prompt: 'Once upon a time', max_tokens: 8 })) as OkReply;
   t.equal(r.status, 'ok');
-  for (let i = 0; i < 150 && !(seen.has(`${base}/telemetry`) && seen.has(`${base}/response/m1`)); i++) await sleep(20);
+  // Telemetry goes out every second: one published between the two replies counts only the first, so
+  // wait for a telemetry message that counts both (not just for any), up to five intervals.
+  const countsBoth = () => (seen.get(`${base}/telemetry`) as { requests?: number } | undefined)?.requests === 2;
+  for (let i = 0; i < 250 && !(countsBoth() && seen.has(`${base}/response/m1`)); i++) await sleep(20);
   t.same(seen.get(`${base}/state`), { state: 'online' }, 'retained state');
   t.match(seen.get(`${base}/info`), { node_id: 'e2e', model: { name: 'fake' } }, 'retained info');
   t.match(seen.get(`${base}/response/m1`), { transaction: 'm1', status: 'ok' }, 'MQTT reply');
