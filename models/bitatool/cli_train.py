@@ -80,7 +80,7 @@ def cmd_distill(a) -> int:
     from .distill import DistillSettings, distill
 
     _threads(a.threads)
-    distill(a.out, _settings(a, DistillSettings), root=_shared(a), log=log)
+    distill(a.out, _settings(a, DistillSettings), root=_shared(a), log=log, init=a.init_from, init_step=a.init_step)
     return 0
 
 
@@ -176,6 +176,11 @@ def register(sub) -> None:
     p = sub.add_parser("distill", help="train a base model by distilling stories260K (resumable)",
                        formatter_class=F)
     p.add_argument("--out", default=os.path.join(BUILD, "default", "student.pt"))
+    p.add_argument("--init-from", help="start from this bitatool checkpoint's base weights (e.g. the bundle's "
+                   "checkpoint.pt; adapters dropped) instead of a random init, when --out has no checkpoint yet")
+    p.add_argument("--init-step", type=int, default=0,
+                   help="with --init-from: the step it counts as (the learning-rate schedule and data windows "
+                        "continue from there; the optimizer starts fresh)")
     _add_settings(p, DistillSettings)
     _common(p)
     p.set_defaults(func=cmd_distill)

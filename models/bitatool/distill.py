@@ -86,7 +86,49 @@ def lr_at(step: int, s: DistillSettings) -> float:
     return s.lr * (s.min_lr_frac + (1 - s.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def distill(out: str, s: DistillSettings, root: str | None = None, log=print, workdir: str | None = None) -> Llama:
+def _save_ckpt(ckpt: str, s: DistillSettings, model, opt, step: int, rng, history: list, secs: float) -> None:
+    torch.save({"settings": asdict(s), "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "steps_history": history,
+                "train_seconds": secs}, ckpt + ".tmp")
+    os.replace(ckpt + ".tmp", ckpt)
+
+
+def window_starts(rng: random.Random, n_samples: int, n_text: int, s: DistillSettings) -> list[tuple[bool, int]]:
+    """One batch's windows: (from teacher samples?, start); the first teacher_sample_frac rows are samples."""
+    n_samp = round(s.batch * s.teacher_sample_frac)
+    out = []
+    for b in range(s.batch):
+        n = n_samples if b < n_samp else n_text
+        out.append((b < n_samp, rng.randrange(0, n - s.seq_len - 1)))
+    return out
+
+
+def init_from(model: Llama, path: str, at_step: int, rng: random.Random, n_samples: int, n_text: int,
+              s: DistillSettings, log) -> list:
+    """Start from an earlier model's base weights (adapters, if any, dropped) as if a run had reached
+    `at_step`: the data RNG skips that many batches of windows (new windows follow, as they would), the
+    optimizer starts fresh (its moments are not in a model file). Returns the steps_history entry."""
+    from .checkpoint import load_model
+    from .package import file_entry
+
+    src = load_model(path).state_dict()
+    want = model.state_dict()
+    bad = [k for k, v in want.items() if k not in src or src[k].shape != v.shape]
+    if bad:
+        raise SystemExit(f"--init-from {path}: not this student's architecture (first mismatch: {bad[0]}); "
+                         "pass the settings it was trained with (--dim, --n-layers, ...)")
+    model.load_state_dict({k: src[k] for k in want})
+    for _ in range(at_step):
+        window_starts(rng, n_samples, n_text, s)
+    log(f"distill: initialised from {path} at step {at_step} (fresh optimizer state)")
+    return [{"init_from": {"name": os.path.basename(path), "sha256": file_entry(path)["sha256"]},
+             "at_step": at_step, "dropped": sorted(set(src) - set(want))}]
+
+
+def distill(out: str, s: DistillSettings, root: str | None = None, log=print, workdir: str | None = None,
+            init: str | None = None, init_step: int = 0) -> Llama:
+    """init/init_step: start from that model's weights at that step (bitatool distill --init-from)
+    when `out` has no resumable checkpoint yet; a checkpoint, once there, wins."""
     workdir = workdir or os.path.dirname(os.path.abspath(out))
     os.makedirs(workdir, exist_ok=True)
     teacher = load_llama2c(shared_path(TEACHER, root))
@@ -127,21 +169,22 @@ def distill(out: str, s: DistillSettings, root: str | None = None, log=print, wo
         step = blob["step"]
         rng.setstate(blob["rng"])
         torch.set_rng_state(blob["torch_rng"])
-        log(f"distill: resumed at step {step}")
+        log(f"distill: resumed at step {step}" + (f" (--init-from {init} ignored: the checkpoint wins)" if init else ""))
+    elif init:
+        if not 0 <= init_step <= s.steps:
+            raise SystemExit(f"--init-step {init_step}: must be within 0..{s.steps} (--steps)")
+        history = init_from(model, init, init_step, rng, len(samples), len(text), s, log)
+        step = init_step
+        _save_ckpt(ckpt, s, model, opt, step, rng, history, 0.0)  # so a later --steps N extends it
     log(f"distill: student {n_params / 1e6:.2f} M params, {s.steps} steps x {s.batch} x {s.seq_len} tokens")
     Q = s.seq_len
     bias = causal(Q)
     pos = torch.arange(Q).unsqueeze(0)
-    n_samp = round(s.batch * s.teacher_sample_frac)
     t0, step0 = time.time(), step
     model.train()
     while step < s.steps:
-        rows = []
-        for b in range(s.batch):
-            src = samples if b < n_samp else text
-            i = rng.randrange(0, len(src) - Q - 1)
-            rows.append(src[i : i + Q + 1])
-        batch = torch.stack(rows)
+        starts = window_starts(rng, len(samples), len(text), s)
+        batch = torch.stack([(samples if from_samples else text)[i : i + Q + 1] for from_samples, i in starts])
         x, y = batch[:, :-1], batch[:, 1:]
         with torch.no_grad():
             tlogits, _ = teacher(x, pos.expand(x.shape[0], Q), bias)
@@ -164,10 +207,7 @@ def distill(out: str, s: DistillSettings, root: str | None = None, log=print, wo
             log(f"distill step {step}/{s.steps} loss {loss.item():.4f} kl {kl.item():.4f} ce {ce.item():.4f} "
                 f"lr {lr_at(step, s):.2e} {el / (step - step0):.2f}s/step ETA {eta / 60:.1f} min")
         if step % s.ckpt_every == 0 or step == s.steps:
-            torch.save({"settings": asdict(s), "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "steps_history": history,
-                        "train_seconds": secs_before + time.time() - t0}, ckpt + ".tmp")
-            os.replace(ckpt + ".tmp", ckpt)
+            _save_ckpt(ckpt, s, model, opt, step, rng, history, secs_before + time.time() - t0)
     model.eval()
     save_model(model, out, extra={"distill": asdict(s), "teacher": TEACHER, "steps_history": history,
                                   "train_seconds_this_run": round(time.time() - t0),
