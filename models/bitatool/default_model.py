@@ -4,14 +4,16 @@
 2. self-distilled data from the int8-rounded base (the package serves int8w), prompts from the 90 %
    training split, held-out prompts from the last 10 %;
 3. BiTA adapters trained on the int8-rounded frozen base (what the served graph computes);
-4. mask-aware joint training (bitatool.mask_aware): base and adapters together, the KL anchored to
-   stories260K, so the masks can shape what they read while distillation goes on — the bundle is
-   then a fine-tuned model and its manifest says so (`fine_tuned`);
+4. recipe v3 only (the measured candidate; the bundle is v2): mask-aware joint training
+   (bitatool.mask_aware), base and adapters together, the KL anchored to stories260K, so the masks can
+   shape what they read while distillation goes on — the package is then a fine-tuned model and its
+   manifest says so (`fine_tuned`);
 5. measurements on the final model: mask accuracy, bits per byte next to stories260K, the quality
    guards (bitatool.quality), int8-vs-fp32 greedy agreement (onnxruntime-node), a greedy continuation;
 6. the package (bitatool.package.write_package), int8w graph served by default, and the n-gram draft
    table counted on the final model's own int8-rounded answers (bitatool.ngram).
-Every step resumes from models/_build/default; `build-default` from an empty folder runs them all.
+Every step resumes from the recipe's folder (models/_build/default, …/default-v3); `build-default`
+from an empty folder runs them all.
 """
 from __future__ import annotations
 
@@ -24,8 +26,7 @@ import torch
 
 from .bita_eval import mask_accuracy
 from .bita_train import BitaSettings, save_adapters, train_bita
-from .checkpoint import load_model
-from .checkpoint import save_model
+from .checkpoint import load_model, save_model
 from .data import BUILD, TEACHER, TEXT, TOK_MODEL, encode_paragraphs, generate, load_sp, read_split, self_distilled, shared_path
 from .distill import DistillSettings, distill, text_stream
 from .evalbpb import bits_per_byte
@@ -90,18 +91,17 @@ def _distilled_base(shared: str, work: str, settings: DistillSettings, log) -> t
     return load_model(student_path), torch.load(student_path)["extra"], round(time.time() - t)
 
 
-def _answers(model, sp, train_text: str, held: str, work: str, log) -> tuple[list, list]:
-    """Self-distilled training and held-out answers of the int8-rounded model (cached by its digest)."""
-    q = fake_quant_int8(model)
+def _answers(q, sp, train_text: str, held: str, work: str, log) -> tuple[list, list]:
+    """Self-distilled training and held-out answers of `q`, the int8-rounded model (cached by its digest)."""
     train = self_distilled(q, encode_paragraphs(sp, train_text), DATA["n_train"], DATA["n_new"], DATA["seed"], work, log=log)
     ev = self_distilled(q, encode_paragraphs(sp, held), DATA["n_eval"], DATA["n_new"], DATA["seed"] + 1, work, log=log)
     return train, ev
 
 
-def _frozen_adapters(base, train, ev, work: str, log) -> dict:
-    """Step 3: adapters on the int8-rounded frozen base, copied onto the fp32 base."""
+def _frozen_adapters(base, q, train, ev, work: str, log) -> tuple[dict, int]:
+    """Step 3: adapters on q, the int8-rounded frozen base, copied onto the fp32 base; their mask
+    accuracy on ev and the training seconds."""
     t = time.time()
-    q = fake_quant_int8(base)
     adapters = os.path.join(work, "adapters.pt")
     train_bita(q, train, BITA, ckpt=adapters + ".ckpt", log=log)
     secs = round(time.time() - t)
@@ -109,7 +109,7 @@ def _frozen_adapters(base, train, ev, work: str, log) -> dict:
     log(f"[default] frozen-base masks (int8 base): top1 {acc['mask_top1']} top5 {acc['mask_top5']}")
     save_adapters(q, adapters, extra=acc)
     _copy_adapters(q, base)
-    return {"train_seconds": secs, "mask_top1": acc["mask_top1"], "mask_top5": acc["mask_top5"]}
+    return acc, secs
 
 
 def _mask_aware(model, settings: MaskAwareSettings, train, train_text: str, sp, held: str, shared: str, work: str,
@@ -127,13 +127,15 @@ def _mask_aware(model, settings: MaskAwareSettings, train, train_text: str, sp, 
                              {"n_train": DATA["n_train"], "n_new": DATA["n_new"], "seed": DATA["seed"], "int8_answers": True})
 
 
-def _measure(model, ev, teacher, sp, held: str, log) -> dict:
-    """Step 5 (torch part): masks, bits per byte, quality guards, a greedy sample of the final model."""
-    acc = mask_accuracy(fake_quant_int8(model), ev, log=log)
-    log(f"[default] masks (int8 model): top1 {acc['mask_top1']} top5 {acc['mask_top5']}")
+def _measure(model, q, ev, teacher, sp, held: str, log, acc: dict | None = None) -> dict:
+    """Step 5 (torch part): masks, bits per byte, quality guards, a greedy sample of the final model
+    (q: its int8-rounded copy, adapters included; acc: q's mask accuracy on ev when already measured)."""
+    if acc is None:
+        acc = mask_accuracy(q, ev, log=log)
+        log(f"[default] masks (int8 model): top1 {acc['mask_top1']} top5 {acc['mask_top5']}")
     acc_fp32 = mask_accuracy(model, ev)
     log("[default] bits per byte on held-out text")
-    bpb = {"model_fp32": bits_per_byte(model, sp, held), "model_int8_weights": bits_per_byte(fake_quant_int8(model), sp, held),
+    bpb = {"model_fp32": bits_per_byte(model, sp, held), "model_int8_weights": bits_per_byte(q, sp, held),
            "stories260K": bits_per_byte(teacher, sp, held)}
     bpb = {k: round(v, 4) for k, v in bpb.items()}
     bpb["ratio_to_stories260K"] = round(bpb["model_fp32"] / bpb["stories260K"], 4)
@@ -201,15 +203,20 @@ def build_default(shared: str, out: str, log=print, skip_ort: bool = False, reci
     sp = load_sp(shared)
     train_text, held = read_split(shared)
     log("[default] self-distilled data from the int8-rounded base")
-    train, ev = _answers(model, sp, train_text, held, work, log)
-    frozen = _frozen_adapters(model, train, ev, work, log)
+    q = fake_quant_int8(model)
+    train, ev = _answers(q, sp, train_text, held, work, log)
+    frozen_acc, bita_secs = _frozen_adapters(model, q, train, ev, work, log)
+    frozen = {"train_seconds": bita_secs, "mask_top1": frozen_acc["mask_top1"], "mask_top5": frozen_acc["mask_top5"]}
     fine_tuned = None
     if r.mask_aware:
         log(f"[default] mask-aware joint training (base + adapters, KL to {r.mask_aware.anchor})")
         fine_tuned = _mask_aware(model, r.mask_aware, train, train_text, sp, held, shared, work, log)
         log("[default] self-distilled data from the int8-rounded final model (mask eval and n-gram table)")
-        train, ev = _answers(model, sp, train_text, held, work, log)
-    ev_block = _measure(model, ev, load_llama2c(shared_path(TEACHER, shared)), sp, held, log)
+        q = fake_quant_int8(model)
+        train, ev = _answers(q, sp, train_text, held, work, log)
+    # Without mask-aware training the served masks are the frozen-base ones, already measured on ev.
+    ev_block = _measure(model, q, ev, load_llama2c(shared_path(TEACHER, shared)), sp, held, log,
+                        acc=None if fine_tuned else frozen_acc)
     tok_path = os.path.join(work, "tokenizer.json")
     sentencepiece_to_tokenizer_json(shared_path(TOK_MODEL, shared), tok_path)
     # int8w serves: int8 storage, fp32 compute, exactly fake_quant_int8's function (what the adapters
