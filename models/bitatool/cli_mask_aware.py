@@ -109,16 +109,13 @@ SETTING_HELP = {
 }
 
 
-CHOICES = {"targets": ["online", "stored"], "anchor": ["original", "teacher"]}
-
-
 def _common(p) -> None:
     p.add_argument("--shared", help="shared data folder (default: ../shared/data)")
     p.add_argument("--threads", type=int, default=1)
 
 
 def register(sub) -> None:
-    from .mask_aware import MaskAwareSettings
+    from .mask_aware import CHOICES, MaskAwareSettings
 
     F = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("train-mask-aware", formatter_class=F,

@@ -55,6 +55,10 @@ class MaskAwareSettings:
     ckpt_every: int = 10
 
 
+# The allowed values of MaskAwareSettings' string options (checked here, offered by the CLI).
+CHOICES = {"targets": ("online", "stored"), "anchor": ("original", "teacher")}
+
+
 def lr_scale(step: int, s: MaskAwareSettings) -> float:
     if step < s.warmup:
         return (step + 1) / s.warmup
@@ -203,10 +207,9 @@ def train_mask_aware(model: Llama, data: list[tuple[list[int], int]], text: torc
     teacher: the KL anchor when s.anchor == "teacher" (same vocabulary)."""
     if not model.c.n_masks:
         raise SystemExit("train-mask-aware: the model has no BiTA adapters (train-bita first)")
-    if s.targets not in ("online", "stored"):
-        raise SystemExit(f"--targets {s.targets!r}: online or stored")
-    if s.anchor not in ("original", "teacher"):
-        raise SystemExit(f"--anchor {s.anchor!r}: original or teacher")
+    for name, allowed in CHOICES.items():
+        if getattr(s, name) not in allowed:
+            raise SystemExit(f"--{name} {getattr(s, name)!r}: {' or '.join(allowed)}")
     if s.anchor == "teacher" and (teacher is None or teacher.c.vocab_size != model.c.vocab_size):
         raise SystemExit("train-mask-aware: --anchor teacher needs a teacher with the model's vocabulary")
     source = source or {}
