@@ -369,7 +369,6 @@ t.test("auto's neighbourly mode stays near the best speed; the neighbourly polic
   }
 });
 
-
 t.test('on a contended board (preempted steps) the throughput sizer still lands within 5 % of the best', async (t) => {
   // 2 hogs on 2 cores: a 0.5 ms step is preempted ~30 % of the time and then waits a 3 ms slice.
   // Runs of unpreempted steps sit far below the mean; forgetting a size's cost on them (the
