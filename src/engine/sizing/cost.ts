@@ -16,8 +16,20 @@
 
 /** Spread of cached lengths (tokens) below which a bucket's slope comes mostly from the shared trend. */
 const CACHED_PRIOR = 32;
-/** A sample further than this factor from its bucket's estimate is clipped (GC pauses, preemption). */
+/** A sample further than this factor from its bucket's estimate (at its cached length) is clipped
+ *  (GC pauses, preemption). */
 const CLIP = 4;
+/**
+ * On a contended core (contended(true)) a sample above this factor is clipped: step times there are
+ * heavy-tailed. Next to 2 CPU hogs (bench:load, bundled model, 1 thread, 2026-12-03) the mean step was
+ * about 2.1x the median at every size (preemption costs about in proportion to the step, so the
+ * ratios between sizes, all the sizer uses, stay), and a size seen on a few probes, none of them
+ * preempted, looked half its cost: throughput sat at 5.8–5.9 rows where fixed 8 was best; clipped
+ * at 1.5, 7.0–7.5. In the sizer's simulations (12 seeds x 9 scenarios) runs under 95 % of the best
+ * fell from 7 to 1. Not always: an uncontended board's level changes must pass (a step 3x dearer
+ * would take ~5x as long to learn).
+ */
+const CLIP_CONTENDED = 1.5;
 /** Effective samples a bucket needs before its estimate is used to clip. */
 const CLIP_AFTER = 2;
 /** Above the largest row count with data, cost grows at least by (its cost / PRIOR_ROWS) per row, so
@@ -50,6 +62,8 @@ export class StepCost {
   private samples = 0;
   /** Per bucket: how many of its latest samples in a row sat STALE_SHIFT above (+) or below (-) it. */
   private readonly offRun: Int32Array;
+  /** Upper clip factor: CLIP, or CLIP_CONTENDED while the core is contended. */
+  private clipHigh = CLIP;
   /** Stale buckets found from samples (false once the board is sensed; see discount). */
   private sampleStaleness = true;
   // Shared cached-length trend, ms per cached token = sharedSlope0 + sharedSlope1 * rows (see slope).
@@ -133,9 +147,9 @@ export class StepCost {
     const w = this.scale;
     let y = ms;
     if (this.sw[r] >= CLIP_AFTER * w) {
-      if (this.sampleStaleness) this.forgetIfStale(r, cached, ms);
-      const m = this.meanMs[r];
-      y = Math.min(m * CLIP, Math.max(m / CLIP, y));
+      const expected = this.meanMs[r] + this.slope(r) * (cached - this.meanCached[r]);
+      if (this.sampleStaleness) this.forgetIfStale(r, expected, ms);
+      if (expected > 0) y = Math.min(expected * this.clipHigh, Math.max(expected / CLIP, y));
     }
     // Weighted incremental mean/co-moment update (West 1979); old weights are already decayed by
     // the growth of `scale`.
@@ -273,8 +287,7 @@ export class StepCost {
   }
 
   /** Counts samples far from bucket r's estimate on one side; after STALE_RECENT, forgets its past. */
-  private forgetIfStale(r: number, cached: number, ms: number): void {
-    const expected = this.meanMs[r] + this.slope(r) * (cached - this.meanCached[r]);
+  private forgetIfStale(r: number, expected: number, ms: number): void {
     if (!(expected > 0)) return;
     // In logs: the typical step sits below a mean that includes preempted ones (≈ 0.8x of it).
     const off = Math.log(ms / expected);
@@ -297,6 +310,11 @@ export class StepCost {
       this.scaleWeight(r, STALE_KEEP);
       this.offRun[r] = 0;
     }
+  }
+
+  /** The board says our core is (not) contended: step times are heavy-tailed there (CLIP_CONTENDED). */
+  contended(on: boolean): void {
+    this.clipHigh = on ? CLIP_CONTENDED : CLIP;
   }
 
   /** Staleness comes from the board from now on (discount), not from samples. */

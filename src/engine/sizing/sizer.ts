@@ -85,6 +85,11 @@ const DECIDE_EVERY = 16;
  * and pressure by 0.5; 250 ms readings of a steady board wander by a few per cent).
  */
 const LOAD_MOVED = 0.2;
+/**
+ * CPU pressure (PSI "some") from which our steps count as preempted now and then (StepCost.contended):
+ * 0 % with one hog on a core of its own, 50 % with two hogs on 2 cores (bench:load, 2026-12-03).
+ */
+const CONTENDED_PRESSURE = 0.1;
 /** Cap on the measured relative spread of one step's ms (a run of outliers must not freeze the sizer). */
 const MAX_NOISE = 0.5;
 
@@ -232,6 +237,7 @@ export class TreeSizer {
    * model last started afresh, every size's cost is re-learned from fresh samples (StepCost.discount).
    */
   private watchLoad(load: BoardLoad): void {
+    this.cost.contended(contended(load));
     const ref = this.ref;
     if (ref === null) {
       this.cost.sensed();
@@ -368,6 +374,15 @@ export class TreeSizer {
     return `CPU at ${Math.round(this.tempC ?? 0)} °C (hot from ${this.cfg.hotC} °C)`;
   }
 
+}
+
+/**
+ * Our core is shared: tasks wait for a CPU (PSI) at least CONTENDED_PRESSURE of the time or, where
+ * the kernel has no PSI, others leave less than half a core free.
+ */
+function contended(load: BoardLoad): boolean {
+  if (load.cpuPressure !== null) return load.cpuPressure >= CONTENDED_PRESSURE;
+  return load.othersCpu * load.cores > load.cores - 0.5;
 }
 
 /** Both readings known and at least `by` apart (module level: called every step, no closure). */

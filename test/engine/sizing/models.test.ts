@@ -98,3 +98,29 @@ t.test('StepCost: after a level shift, a size seen only on probes does not keep 
   t.ok(Math.abs(off8 - 1) < 0.15, `8 rows (probes only) within 15 % of the new level: ${off8.toFixed(2)}`);
   t.ok(Math.abs(off8 / off6 - 1) < 0.05, `the two agree on the level within 5 %: ${(off8 / off6).toFixed(3)}`);
 });
+
+t.test('StepCost on a contended core: preempted samples are clipped tightly, so a few of them cannot set a size apart', async (t) => {
+  // Two sizes with the same true ratio (1 : 1.5); 8 rows sees preemptions (a 3 ms slice on 0.5 ms
+  // steps, 1 step in 4), 6 rows happens to see none among its few samples. Uncontended, 8 rows looks
+  // 2.7x dearer than 6; contended, the tight clip leaves that at most 1.5 x 1.5.
+  const preempted = (i: number) => i % 4 === 0;
+  const build = (contended: boolean) => {
+    const c = new StepCost(16, 200);
+    c.sensed(); // the board is read (as in the daemon): staleness comes from it
+    c.contended(contended);
+    for (let i = 0; i < 400; i++) c.observe(8, 40, 0.75 + (preempted(i) ? 3 : 0));
+    for (let i = 0; i < 6; i++) c.observe(6, 40, 0.5);
+    return c.at(8, 40) / c.at(6, 40);
+  };
+  const loose = build(false);
+  const tight = build(true);
+  t.ok(loose > 2.5, `uncontended (GC pauses are rare there): the mean, 8 rows ${loose.toFixed(2)}x 6 rows`);
+  t.ok(tight < 2.25 && tight > 1.5, `contended: 8 rows ${tight.toFixed(2)}x 6 rows`);
+  // The flag follows the board: back to the loose clip, new samples count in full again.
+  const c = new StepCost(16, 200);
+  c.contended(true);
+  c.contended(false);
+  for (let i = 0; i < 100; i++) c.observe(4, 0, 1);
+  c.observe(4, 0, 3.5);
+  t.ok(c.at(4, 0) > 1.02, `a 3.5x sample counts uncontended: ${c.at(4, 0).toFixed(3)}`);
+});
