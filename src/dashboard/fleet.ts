@@ -3,15 +3,19 @@
  * `telemetry`, and what the page shows of it. A board is offline when its state says so (a clean
  * stop or the Last Will the broker publishes for a dead one), stale when it claims to be online but
  * its telemetry stopped (a hung process, a partitioned network: the broker keeps its session and
- * no Will fires), online otherwise.
+ * no Will fires), degraded when its telemetry says a part of it is down or degraded, online
+ * otherwise.
  */
+import { overallState, type Components } from '../daemon/health.js';
 import type { BoardRequest, BoardRow, History, Point } from './history.js';
+import { cleanTelemetry } from './intake.js';
 
-export type BoardStatus = 'online' | 'offline' | 'stale';
+export type BoardStatus = 'online' | 'degraded' | 'offline' | 'stale';
 
 export interface Board {
   node: string;
   state: string | null;
+  /** Receive time of the last live `state` (a retained one handed out again is no sign of life). */
   stateTs: number | null;
   info: Record<string, any> | null; // eslint-disable-line @typescript-eslint/no-explicit-any
   telemetry: Record<string, any> | null; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -45,12 +49,15 @@ export interface BoardView {
   errors: number | null;
   window_s: number | null;
   health: string | null;
+  /** Its tokens/s counts toward the fleet's: fresh telemetry (online or degraded) and an engine that is not down. */
+  serving: boolean;
   last_seen: number | null;
 }
 
 export interface FleetTotals {
   boards: number;
   online: number;
+  degraded: number;
   stale: number;
   offline: number;
   tokens_per_s: number;
@@ -66,6 +73,8 @@ export interface FleetOptions {
   startedAt?: number;
 }
 
+/** Boards whose telemetry is fresh: their last window stands for now (a stale board's is old news). */
+const reporting = (s: BoardStatus): boolean => s === 'online' || s === 'degraded';
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 
@@ -97,13 +106,18 @@ export class Fleet {
     return b;
   }
 
-  /** A retained empty payload clears the topic (a decommissioned board): the board is forgotten. */
-  onState(node: string, payload: Record<string, unknown> | null, now = Date.now()): void {
+  /**
+   * A retained empty payload clears the topic (a decommissioned board): the board is forgotten.
+   * A `retained` state is the broker's copy handed out on (re)subscribe, maybe hours old: its value
+   * stands (the Will of a dead board is one) but it does not count as hearing from the board, or
+   * every dashboard restart or reconnect would show a hung board online again.
+   */
+  onState(node: string, payload: Record<string, unknown> | null, now = Date.now(), retained = false): void {
     if (payload === null) return this.forget(node);
     const b = this.board(node);
     b.state = str(payload.state) ?? 'unknown';
-    b.stateTs = now;
-    this.history?.saveState(node, b.state, now);
+    if (!retained) b.stateTs = now;
+    this.history?.saveState(node, b.state, b.stateTs);
   }
 
   onInfo(node: string, payload: Record<string, unknown> | null): void {
@@ -114,7 +128,8 @@ export class Fleet {
 
   /** The request list goes to its own table (not kept in the board's latest telemetry). */
   onTelemetry(node: string, payload: Record<string, unknown>, now = Date.now()): void {
-    const { recent_requests: recent, ...telemetry } = payload;
+    const { recent_requests: recent, ...rest } = payload;
+    const telemetry = cleanTelemetry(rest);
     const b = this.board(node);
     b.telemetry = telemetry;
     b.telemetryTs = now;
@@ -144,6 +159,8 @@ export class Fleet {
     const heard = Math.max(b.telemetryTs ?? 0, b.stateTs ?? 0, b.telemetryTs === null ? this.startedAt : 0);
     if (now - heard > staleMs) return { status: 'stale', reason: `no telemetry for ${Math.round((now - heard) / 1000)} s` };
     if (b.state !== 'online') return { status: 'stale', reason: `state ${b.state ?? 'unknown'}` };
+    const sick = degradedReason(b.telemetry);
+    if (sick) return { status: 'degraded', reason: sick };
     return { status: 'online', reason: 'online' };
   }
 
@@ -180,6 +197,7 @@ export class Fleet {
       errors: errorCount(t.errors),
       window_s: num(t.window_s),
       health: str(t.state),
+      serving: reporting(st.status) && (t.components as Components | undefined)?.engine?.status !== 'down',
       last_seen: b.telemetryTs ?? b.stateTs,
     };
   }
@@ -188,13 +206,18 @@ export class Fleet {
     return this.nodes().map((n) => this.view(this.boards.get(n)!, now));
   }
 
-  /** Fleet totals over online boards' latest telemetry windows. */
+  /**
+   * Fleet totals over the latest telemetry windows of the boards `reporting` (online, degraded):
+   * requests, errors and queue as they were, a dead engine's failures included; tokens/s only of
+   * boards `serving`, since one whose engine is down serves none now, whatever its last window
+   * measured.
+   */
   totals(views: BoardView[]): FleetTotals {
-    const t: FleetTotals = { boards: views.length, online: 0, stale: 0, offline: 0, tokens_per_s: 0, requests: 0, errors: 0, queue_depth: 0 };
+    const t: FleetTotals = { boards: views.length, online: 0, degraded: 0, stale: 0, offline: 0, tokens_per_s: 0, requests: 0, errors: 0, queue_depth: 0 };
     for (const v of views) {
       t[v.status]++;
-      if (v.status !== 'online') continue;
-      t.tokens_per_s += v.tokens_per_s ?? 0;
+      if (!reporting(v.status)) continue;
+      if (v.serving) t.tokens_per_s += v.tokens_per_s ?? 0;
       t.requests += v.requests ?? 0;
       t.errors += v.errors ?? 0;
       t.queue_depth += v.queue_depth ?? 0;
@@ -202,6 +225,16 @@ export class Fleet {
     t.tokens_per_s = Math.round(t.tokens_per_s * 10) / 10;
     return t;
   }
+}
+
+/**
+ * Why a board that says online is degraded: the daemon's own rule (health.ts) over the parts it
+ * reported, or its word alone when it names none; null when it is not.
+ */
+function degradedReason(t: Record<string, unknown> | null): string | null {
+  const { reasons } = overallState((t?.components ?? {}) as Components);
+  if (reasons.length > 0) return reasons.join('; ');
+  return t?.state === 'degraded' ? 'state degraded' : null;
 }
 
 /** The charted figures of one telemetry message (see SERIES). */
@@ -259,7 +292,7 @@ function fromRow(r: BoardRow): Board {
     state: r.state,
     stateTs: r.state_ts,
     info: (r.info as Record<string, unknown>) ?? null,
-    telemetry: (r.telemetry as Record<string, unknown>) ?? null,
+    telemetry: r.telemetry ? cleanTelemetry(r.telemetry as Record<string, unknown>) : null,
     telemetryTs: r.telemetry_ts,
   };
 }

@@ -121,7 +121,7 @@ export class History {
     }));
   }
 
-  saveState(node: string, state: string, ts: number): void {
+  saveState(node: string, state: string, ts: number | null): void {
     this.upsertBoard.state.run({ node, state, state_ts: ts });
   }
 

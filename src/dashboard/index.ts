@@ -51,8 +51,8 @@ export async function startDashboard(o: DashboardOptions): Promise<RunningDashbo
   history.prune();
   const fleet = new Fleet(history, { staleMs: o.staleMs });
   const link = new FleetLink(o.mqtt, {
-    onBoard: (node, kind, payload) => {
-      if (kind === 'state') fleet.onState(node, payload);
+    onBoard: (node, kind, payload, retained) => {
+      if (kind === 'state') fleet.onState(node, payload, Date.now(), retained);
       else if (kind === 'info') fleet.onInfo(node, payload);
       else if (payload) fleet.onTelemetry(node, payload);
     },

@@ -24,8 +24,11 @@ export interface LinkOptions {
 export type TopicKind = 'state' | 'info' | 'telemetry';
 
 export interface LinkEvents {
-  /** `payload` is null for an empty (cleared retained) message; unparsable JSON is dropped. */
-  onBoard(node: string, kind: TopicKind, payload: Record<string, unknown> | null): void;
+  /**
+   * `payload` is null for an empty (cleared retained) message; unparsable JSON is dropped.
+   * `retained`: the broker's stored copy, handed out on (re)subscribe, not a message just sent.
+   */
+  onBoard(node: string, kind: TopicKind, payload: Record<string, unknown> | null, retained: boolean): void;
 }
 
 /** A chunk (`seq`, `text`) or the final reply (`status`) of one request, as the daemon sent it. */
@@ -60,7 +63,7 @@ export class FleetLink {
   async connect(): Promise<void> {
     const client = mqtt.connect(this.clientOptions());
     this.client = client;
-    client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet.properties?.correlationData));
+    client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet.retain, packet.properties?.correlationData));
     client.on('connect', () => {
       this.connected = true;
       const b = this.opts.baseTopic;
@@ -98,16 +101,16 @@ export class FleetLink {
     return { ...opts, ...tlsClientOptions(o.tls ?? null) };
   }
 
-  private onMessage(topic: string, payload: Buffer, correlation: Buffer | undefined): void {
+  private onMessage(topic: string, payload: Buffer, retained: boolean, correlation: Buffer | undefined): void {
     this.messages++;
     if (topic.startsWith(this.replyBase + '/')) return this.onReply(topic.slice(this.replyBase.length + 1), payload, correlation);
     const rest = topic.slice(this.opts.baseTopic.length + 1).split('/');
     if (rest.length !== 2 || !validNode(rest[0])) return;
     const kind = rest[1] as TopicKind;
     if (kind !== 'state' && kind !== 'info' && kind !== 'telemetry') return;
-    if (payload.length === 0) return this.events.onBoard(rest[0], kind, null);
+    if (payload.length === 0) return this.events.onBoard(rest[0], kind, null, retained);
     const body = parseObject(payload);
-    if (body) this.events.onBoard(rest[0], kind, body);
+    if (body) this.events.onBoard(rest[0], kind, body, retained);
   }
 
   private onReply(sub: string, payload: Buffer, correlation: Buffer | undefined): void {

@@ -73,7 +73,7 @@ t.test('fleet: offline from the state (Will or clean stop), stale when telemetry
   t.equal(fleet.status(fleet.get('b')!, now + 60_000).status, 'online', 'no telemetry yet: 90 s grace');
   t.equal(fleet.status(fleet.get('b')!, now + 91_000).status, 'stale');
   const views = fleet.views(now + 1000);
-  t.same(fleet.totals(views), { boards: 2, online: 1, stale: 0, offline: 1, tokens_per_s: 0, requests: 0, errors: 0, queue_depth: 0 }, 'totals count online boards only');
+  t.same(fleet.totals(views), { boards: 2, online: 1, degraded: 0, stale: 0, offline: 1, tokens_per_s: 0, requests: 0, errors: 0, queue_depth: 0 }, 'totals count the reporting (online, degraded) boards only');
   fleet.onState('a', null);
   t.same(fleet.nodes(), ['b'], 'an empty retained state (decommissioned) forgets the board');
   const v = new Fleet(null).view({ node: 'x', state: 'online', stateTs: Date.now(), info: null, telemetry: simTelemetry(13, 0, 1), telemetryTs: Date.now() });

@@ -134,6 +134,7 @@ function renderTotals(t, connected) {
   const parts = [
     ['boards', t.boards],
     ['online', t.online],
+    ['degraded', t.degraded],
     ['stale', t.stale],
     ['offline', t.offline],
     ['tokens/s', fmt(t.tokens_per_s, 1)],
@@ -205,7 +206,7 @@ function appendPoints(views) {
     const xs = c.data[0];
     for (const v of views) {
       const i = c.nodes.indexOf(v.node);
-      if (i < 0 || v.last_seen === null || v.status !== 'online') continue;
+      if (i < 0 || v.last_seen === null || (v.status !== 'online' && v.status !== 'degraded')) continue;
       const x = Math.floor(v.last_seen / 1000 / bucket) * bucket;
       let k = xs.length - 1;
       if (k < 0 || x > xs[k]) {
