@@ -11,6 +11,7 @@ import {
   parsePayload,
   REQUEST_KINDS,
   routingFields,
+  shownKind,
   toEngineRequest,
   validateBody,
   type CancelFields,
@@ -101,7 +102,8 @@ export class Dispatcher {
     const { channel, routeKey, refused } = msg.route(routing);
     const kindName = msg.kind ?? (typeof body.type === 'string' ? body.type : null);
     if (kindName === null || !(REQUEST_KINDS as readonly string[]).includes(kindName)) {
-      this.reject(msg, channel, kindName, routing.transaction, 'unknown_request', `unknown request "${kindName ?? ''}"; expected one of ${REQUEST_KINDS.join(', ')}`, ts, receivedAt);
+      const shown = kindName === null ? null : shownKind(kindName);
+      this.reject(msg, channel, shown, routing.transaction, 'unknown_request', `unknown request "${shown ?? ''}"; expected one of ${REQUEST_KINDS.join(', ')}`, ts, receivedAt);
       return;
     }
     const kind = kindName as RequestKind;

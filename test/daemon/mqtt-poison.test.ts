@@ -280,3 +280,22 @@ t.test('a request on <base>/request/ with an empty kind is answered unknown_requ
   t.match(f.body, { status: 'error', error: { code: 'unknown_request' } });
   t.equal(f.topic, `${base}/response/empty-kind`);
 });
+
+t.test('a 20 000-character unknown kind in the topic is answered unknown_request and recorded bounded', async (t) => {
+  const d = await startDaemon({ embedded: false, port: broker.port, protocol_version: 4, client_id: 'bitad-poison-long-kind' });
+  t.teardown(() => d.stop());
+  const w = await watcher(broker.port, 4);
+  t.teardown(() => w.c.endAsync());
+  const base = d.controller.mqtt!.base;
+  await w.c.publishAsync(`${base}/request/${'Z'.repeat(20_000)}`, '{}', { qos: 1 });
+  const f = await w.final(null, 2000);
+  t.match(f.body, { status: 'error', error: { code: 'unknown_request' } });
+  const message = (f.body.error as { message: string }).message;
+  t.ok(message.length < 200, `the error message is bounded (${message.length} chars)`);
+  const row = d.rows().find((r) => r.kind?.startsWith('ZZZ'));
+  t.ok(row, 'the request has a row');
+  t.ok(row!.kind!.length <= 40, `its kind is bounded (${row!.kind!.length} chars)`);
+  t.match(row!.kind, /…$/, 'and marked as cut');
+  const recent = d.controller.dispatcher!.recent.find((r) => r.kind?.startsWith('ZZZ'));
+  t.ok(recent && recent.kind!.length <= 40, 'bounded in the recent requests telemetry reads too');
+});

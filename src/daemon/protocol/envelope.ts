@@ -13,6 +13,21 @@ import { topicProblem, transactionProblem } from '../transport/topics.js';
 export type RequestKind = 'generate' | 'chat' | 'cancel' | 'health';
 export const REQUEST_KINDS: readonly RequestKind[] = ['generate', 'chat', 'cancel', 'health'];
 
+/**
+ * Most characters of an unknown request kind that are echoed in its error and recorded (row,
+ * telemetry): the kind comes from a topic level or the socket's `type`, which a client can make
+ * 20 000 characters long; the longest real kind has 8.
+ */
+const SHOWN_KIND_MAX = 32;
+
+/** An unknown request kind as it may be echoed and recorded: cut to SHOWN_KIND_MAX characters, marked with "…". */
+export function shownKind(kind: string): string {
+  if (kind.length <= SHOWN_KIND_MAX) return kind;
+  const cut = kind.slice(0, SHOWN_KIND_MAX);
+  // Never half a surrogate pair: it does not encode as UTF-8.
+  return (/[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut) + '…';
+}
+
 /** Every error reply carries one of these codes. */
 export type ErrorCode =
   | 'bad_json' // payload is not a JSON object
