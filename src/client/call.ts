@@ -12,7 +12,12 @@ const DEADLINE_GRACE_MS = 1000;
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 2000;
 export const DEFAULT_RETRIES = 2;
+/** Over MQTT a dead board is silent: this much silence and a request is resent (another board may take it). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+/** The daemon's largest `deadline_ms` (its request schema): a longer one would be refused with bad_request. */
+export const MAX_DEADLINE_MS = 86_400_000;
+/** setTimeout's largest delay; Node fires longer ones after 1 ms (TimeoutOverflowWarning), so they mean "never" here. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface CallEnv {
   send(kind: RequestKind, body: Record<string, unknown>, o: SendOptions): void;
@@ -29,7 +34,10 @@ export interface CallSpec<T> {
   signal?: AbortSignal;
   deadlineMs?: number;
   retries: number;
+  /** Silence (no chunk, no reply) before a resend or `no_reply`; Infinity (or over 2^31 - 1): no such timeout. */
   idleTimeoutMs: number;
+  /** The request's encoded size (what the daemon measures against its limit); 0 when unknown. */
+  bytes?: number;
   /** Turns an ok final reply's `data` into the result. */
   ok(data: unknown, attempts: number): T;
 }
@@ -44,6 +52,7 @@ export class Call<T> implements AsyncIterable<Chunk> {
   private lastSeq = -1;
   private attempt = 0;
   private settled = false;
+  private answered = false;
   private failure: BitadError | null = null;
   private idleTimer: NodeJS.Timeout | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -70,14 +79,24 @@ export class Call<T> implements AsyncIterable<Chunk> {
     }
     signal?.addEventListener('abort', this.onAbort, { once: true });
     if (deadlineMs !== undefined) {
-      this.deadlineTimer = setTimeout(() => this.fail('deadline_exceeded', `no final reply within the deadline of ${deadlineMs} ms`, false), deadlineMs + DEADLINE_GRACE_MS);
+      this.deadlineTimer = setTimeout(() => this.giveUp('deadline_exceeded', `no final reply within the deadline of ${deadlineMs} ms`), deadlineMs + DEADLINE_GRACE_MS);
     }
     this.sendAttempt();
+  }
+
+  /** Whether the daemon has answered any send of it (so it could read the request). */
+  get heard(): boolean {
+    return this.answered;
+  }
+
+  get bytes(): number {
+    return this.spec.bytes ?? 0;
   }
 
   /** Every reply with this call's transaction. */
   onReply(reply: Reply): void {
     if (this.settled) return;
+    this.answered = true;
     if ('seq' in reply) {
       this.armIdle();
       if (reply.seq <= this.lastSeq) return; // redelivery, or a retry replaying what we already have
@@ -109,9 +128,17 @@ export class Call<T> implements AsyncIterable<Chunk> {
 
   /** Stops the request in the daemon too (client closing, or the caller's AbortSignal). */
   abort(reason = 'aborted by the caller'): void {
+    this.giveUp(this.spec.signal?.aborted ? 'cancelled' : 'closed', reason);
+  }
+
+  /**
+   * The client stops waiting: tell the daemon (best effort, its reply not awaited) so it does not
+   * run the request for nobody, then fail.
+   */
+  private giveUp(code: BitadErrorCode, message: string): void {
     if (this.settled) return;
     if (this.attempt > 0) this.env.cancel(this.transaction, this.spec.send);
-    this.fail(this.spec.signal?.aborted ? 'cancelled' : 'closed', reason, false);
+    this.fail(code, message, false);
   }
 
   private sendAttempt(): void {
@@ -124,10 +151,12 @@ export class Call<T> implements AsyncIterable<Chunk> {
   /** No chunk or reply for idleTimeoutMs: the board is presumed dead; resend, or give up. */
   private armIdle(): void {
     clearTimeout(this.idleTimer);
+    const ms = this.spec.idleTimeoutMs;
+    if (ms > MAX_TIMER_MS) return;
     this.idleTimer = setTimeout(() => {
       if (this.attempt <= this.spec.retries) this.sendAttempt();
-      else this.fail('no_reply', `no reply from bitad after ${this.attempt} attempt(s), ${this.spec.idleTimeoutMs} ms of silence each`, false);
-    }, this.spec.idleTimeoutMs);
+      else this.giveUp('no_reply', `no reply from bitad after ${this.attempt} attempt(s), ${ms} ms of silence each`);
+    }, ms);
   }
 
   private push(chunk: Chunk): void {

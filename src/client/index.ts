@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { transactionProblem } from '../daemon/transport/topics.js';
-import { Call, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_RETRIES, type CallEnv, type CallSpec } from './call.js';
+import { Call, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_RETRIES, MAX_DEADLINE_MS, type CallEnv, type CallSpec } from './call.js';
 import { BitadError } from './errors.js';
 import { SocketTransport } from './socket.js';
 import type { Reply, RequestKind, SendOptions, Transport } from './transport.js';
@@ -31,19 +31,27 @@ import type {
 export { BitadError, RETRYABLE_CODES, type BitadErrorCode, type ClientErrorCode, type DaemonErrorCode } from './errors.js';
 export type * from './types.js';
 
+/** The daemon's default `limits.max_payload_bytes`. */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 65_536;
+
 export class BitadClient {
   private readonly calls = new Map<string, Call<unknown>>();
   private closed = false;
+  /** The largest request the daemon has answered by transaction, so could read (see routeUnaddressed). */
+  private readBytes = 0;
   private readonly env: CallEnv = {
     send: (kind, body, o) => this.transport.send(kind, body, o),
     cancel: (target, o) => this.transport.send('cancel', { transaction: randomUUID(), target }, o),
     release: (txn) => this.calls.delete(txn),
   };
 
-  private constructor(private readonly transport: Transport) {
+  private constructor(
+    private readonly transport: Transport,
+    private readonly maxPayloadBytes: number,
+  ) {
     transport.onReply = (r) => this.route(r);
+    // Not `closed`: only close() closes the client; the socket reconnects on the next call.
     transport.onClose = (reason) => {
-      this.closed = true;
       for (const call of [...this.calls.values()]) call.fail('disconnected', reason, false);
     };
   }
@@ -51,12 +59,16 @@ export class BitadClient {
   /** Connects to a broker; requests go to `options.node` (a node id, or "fleet") unless a call names another. */
   static async mqtt(options: MqttClientOptions): Promise<BitadClient> {
     const { MqttTransport } = await import('./mqtt.js'); // socket-only users never load mqtt.js
-    return new BitadClient(await MqttTransport.connect(options));
+    return new BitadClient(await MqttTransport.connect(options), options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES);
   }
 
-  /** Connects to the daemon's Unix socket (`<data_dir>/bitad.sock`, `/run/bitad/bitad.sock` under systemd). */
+  /**
+   * Connects to the daemon's Unix socket (`<data_dir>/bitad.sock`, `/run/bitad/bitad.sock` under
+   * systemd). If the daemon closes it (restart), the next call connects again.
+   */
   static async socket(path: string, options: SocketClientOptions = {}): Promise<BitadClient> {
-    return new BitadClient(await SocketTransport.connect(path, options.connectTimeoutMs));
+    const transport = await SocketTransport.connect(path, options.connectTimeoutMs);
+    return new BitadClient(transport, options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES);
   }
 
   /** Generation from a prompt. Iterate the result for chunks; `await g.result` for the whole answer. */
@@ -95,9 +107,10 @@ export class BitadClient {
     const transaction = opts.transaction ?? randomUUID();
     const problem = transactionProblem(transaction);
     if (problem) throw new TypeError(`transaction ${problem}`);
-    if (opts.deadlineMs !== undefined && !(Number.isInteger(opts.deadlineMs) && opts.deadlineMs >= 1)) {
-      throw new TypeError('deadlineMs must be an integer >= 1');
+    if (opts.deadlineMs !== undefined && !(Number.isInteger(opts.deadlineMs) && opts.deadlineMs >= 1 && opts.deadlineMs <= MAX_DEADLINE_MS)) {
+      throw new TypeError(`deadlineMs must be an integer from 1 to ${MAX_DEADLINE_MS}`);
     }
+    if (opts.idleTimeoutMs !== undefined && !(opts.idleTimeoutMs > 0)) throw new TypeError('idleTimeoutMs must be > 0 (Infinity: none)');
     const body: CallSpec<GenerationResult>['body'] = { transaction, ...fields };
     if (opts.deadlineMs !== undefined) body.deadline_ms = opts.deadlineMs;
     const send: SendOptions = { node: opts.node };
@@ -109,7 +122,9 @@ export class BitadClient {
       signal: opts.signal,
       deadlineMs: opts.deadlineMs,
       retries: opts.retries ?? DEFAULT_RETRIES,
-      idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      // Over the socket a lost daemon closes the connection, and a queued request is silent until
+      // it starts (the daemon sends no "queued" reply), so silence there is no reason to give up.
+      idleTimeoutMs: opts.idleTimeoutMs ?? (this.transport.reportsLoss ? Infinity : DEFAULT_IDLE_TIMEOUT_MS),
       ok: (data, attempts) => generationResult(transaction, data, attempts),
     });
   }
@@ -117,9 +132,15 @@ export class BitadClient {
   private start<T>(spec: CallSpec<T>): Call<T> {
     const txn = spec.body.transaction;
     if (this.calls.has(txn)) throw new TypeError(`transaction "${txn}" is already in flight on this client`);
-    const call = new Call<T>(this.env, spec);
+    const bytes = this.transport.size(spec.kind, spec.body);
+    const call = new Call<T>(this.env, { ...spec, bytes });
     if (this.closed) {
       call.fail('closed', 'the client is closed', false);
+      return call;
+    }
+    // The daemon would refuse it unread, with a reply it cannot address to this request.
+    if (bytes > this.maxPayloadBytes) {
+      call.fail('payload_too_large', `request is ${bytes} bytes, over maxPayloadBytes ${this.maxPayloadBytes} (the daemon's limits.max_payload_bytes); not sent`, false);
       return call;
     }
     this.calls.set(txn, call as Call<unknown>);
@@ -128,8 +149,27 @@ export class BitadClient {
   }
 
   private route(reply: Reply): void {
-    if (reply.transaction === null) return; // only unreadable requests get these; this client sends none
-    this.calls.get(reply.transaction)?.onReply(reply);
+    if (reply.transaction === null) return this.routeUnaddressed(reply);
+    const call = this.calls.get(reply.transaction);
+    if (!call) return;
+    this.readBytes = Math.max(this.readBytes, call.bytes);
+    call.onReply(reply);
+  }
+
+  /**
+   * A reply with transaction null answers a line the daemon could not read: from this client only
+   * one over the daemon's limit, when that is below maxPayloadBytes. Over the socket every line is
+   * ours and each oversize line gets one such reply; whichever it answers, the largest request still
+   * unanswered and larger than any the daemon has read is over the limit too, so it takes the error.
+   * Over MQTT such replies cannot be told apart from other clients' (the idle timeout covers them).
+   */
+  private routeUnaddressed(reply: Reply): void {
+    if (this.transport.name !== 'socket' || 'seq' in reply) return;
+    let culprit: Call<unknown> | undefined;
+    for (const c of this.calls.values()) {
+      if (!c.heard && c.bytes > this.readBytes && c.bytes > (culprit?.bytes ?? 0)) culprit = c;
+    }
+    culprit?.onReply({ ...reply, transaction: culprit.transaction });
   }
 }
 

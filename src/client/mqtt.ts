@@ -11,6 +11,7 @@ import type { Reply, RequestKind, SendOptions, Transport } from './transport.js'
 
 export class MqttTransport implements Transport {
   readonly name = 'mqtt';
+  readonly reportsLoss = false;
   onReply: (reply: Reply) => void = () => undefined;
   onClose: (reason: string) => void = () => undefined;
   readonly baseTopic: string;
@@ -67,10 +68,18 @@ export class MqttTransport implements Transport {
     if (this.v5) {
       const properties: NonNullable<IClientPublishOptions['properties']> = { responseTopic: this.replyTopic, correlationData: Buffer.from(transaction) };
       if (o.expiryS !== undefined) properties.messageExpiryInterval = o.expiryS;
-      this.client.publish(topic, JSON.stringify(body), { qos: 1, properties });
+      this.client.publish(topic, this.payload(body), { qos: 1, properties });
     } else {
-      this.client.publish(topic, JSON.stringify({ ...body, reply_to: this.replyTopic }), { qos: 1 });
+      this.client.publish(topic, this.payload(body), { qos: 1 });
     }
+  }
+
+  size(_kind: RequestKind, body: Record<string, unknown>): number {
+    return Buffer.byteLength(this.payload(body));
+  }
+
+  private payload(body: Record<string, unknown>): string {
+    return JSON.stringify(this.v5 ? body : { ...body, reply_to: this.replyTopic });
   }
 
   async close(): Promise<void> {

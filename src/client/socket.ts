@@ -1,44 +1,76 @@
 /**
  * The daemon's Unix socket: newline-delimited JSON, one request per line with a `type` field,
  * replies matched by `transaction` (docs/daemon.md "Unix socket"). Closing the connection cancels
- * every request the daemon still holds for it.
+ * every request the daemon still holds for it. After the daemon closes it (a restart), the next
+ * send connects again.
  */
 import { connect, type Socket } from 'node:net';
 import type { Reply, RequestKind, SendOptions, Transport } from './transport.js';
 
 export class SocketTransport implements Transport {
   readonly name = 'socket';
+  readonly reportsLoss = true;
   onReply: (reply: Reply) => void = () => undefined;
   onClose: (reason: string) => void = () => undefined;
   private buf = '';
-  private closed = false;
+  private current: Socket;
+  private live = true;
+  private closing = false;
+  /** Lines sent while reconnecting, written once the new connection is up. */
+  private pending: string[] = [];
+  private reconnecting: Promise<void> | null = null;
 
-  private constructor(readonly sock: Socket) {
+  private constructor(
+    private readonly path: string,
+    private readonly timeoutMs: number,
+    sock: Socket,
+  ) {
+    this.current = sock;
+    this.attach(sock);
+  }
+
+  /** The current connection (tests read it raw). */
+  get sock(): Socket {
+    return this.current;
+  }
+
+  static async connect(path: string, timeoutMs = 5000): Promise<SocketTransport> {
+    return new SocketTransport(path, timeoutMs, await dial(path, timeoutMs));
+  }
+
+  private attach(sock: Socket): void {
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => this.onData(d));
     sock.on('close', () => {
-      this.closed = true;
+      if (sock !== this.current) return;
+      this.live = false;
+      this.buf = '';
       this.onClose('connection closed by bitad');
     });
     sock.on('error', () => undefined); // 'close' follows and reports it
   }
 
-  static connect(path: string, timeoutMs = 5000): Promise<SocketTransport> {
-    return new Promise((resolve, reject) => {
-      const s = connect(path);
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new Error(`cannot connect to ${path}: no answer within ${timeoutMs} ms (is bitad running?)`));
-      }, timeoutMs);
-      s.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new SocketTransport(s));
-      });
-      s.once('error', (e) => {
-        clearTimeout(timer);
-        reject(new Error(`cannot connect to ${path}: ${e.message} (is bitad running?)`));
-      });
-    });
+  /**
+   * A new connection for the requests sent after the old one closed (the daemon restarted): a
+   * long-lived client outlives its daemon, as over MQTT. If bitad is not back, they fail at once.
+   */
+  private reconnect(): void {
+    if (this.reconnecting) return;
+    this.reconnecting = dial(this.path, this.timeoutMs)
+      .then(
+        (sock) => {
+          if (this.closing) return void sock.destroy();
+          this.current = sock;
+          this.live = true;
+          this.attach(sock);
+          for (const line of this.pending.splice(0)) sock.write(line);
+        },
+        (e: Error) => {
+          this.pending = [];
+          this.onClose(e.message);
+        },
+      )
+      .finally(() => (this.reconnecting = null));
   }
 
   private onData(d: string): void {
@@ -59,13 +91,20 @@ export class SocketTransport implements Transport {
   }
 
   send(kind: RequestKind, body: Record<string, unknown>, _o: SendOptions): void {
-    if (this.closed) return; // the calls are failed through onClose
-    this.sock.write(JSON.stringify({ type: kind, ...body }) + '\n');
+    if (this.closing) return;
+    const line = requestLine(kind, body) + '\n';
+    if (this.live) return void this.current.write(line);
+    this.pending.push(line);
+    this.reconnect();
   }
 
-  /** Writes a raw line (tests send malformed input with it). */
+  size(kind: RequestKind, body: Record<string, unknown>): number {
+    return Buffer.byteLength(requestLine(kind, body));
+  }
+
+  /** Writes a raw line on the current connection (tests send malformed input with it); never reconnects. */
   writeRaw(line: string): void {
-    this.sock.write(line);
+    if (this.live) this.current.write(line);
   }
 
   /**
@@ -73,14 +112,41 @@ export class SocketTransport implements Transport {
    * ends the connection; after 1 s the socket is destroyed, which cancels whatever is left.
    */
   async close(): Promise<void> {
-    if (this.closed) return;
+    this.closing = true;
+    this.pending = [];
+    await this.reconnecting;
+    if (!this.live) return;
+    const sock = this.current;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => this.sock.destroy(), 1000);
-      this.sock.once('close', () => {
+      const timer = setTimeout(() => sock.destroy(), 1000);
+      sock.once('close', () => {
         clearTimeout(timer);
         resolve();
       });
-      this.sock.end();
+      sock.end();
     });
   }
+}
+
+/** One request line as the daemon reads it (without the newline, which its limit does not count). */
+function requestLine(kind: RequestKind, body: Record<string, unknown>): string {
+  return JSON.stringify({ type: kind, ...body });
+}
+
+function dial(path: string, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`cannot connect to ${path}: no answer within ${timeoutMs} ms (is bitad running?)`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot connect to ${path}: ${e.message} (is bitad running?)`));
+    });
+  });
 }

@@ -35,16 +35,19 @@ export interface CallOptions {
   signal?: AbortSignal;
   /**
    * Sent as `deadline_ms` (the daemon answers `deadline_exceeded`) and, over MQTT 5, as the
-   * Message Expiry Interval; the client also gives up by itself shortly after it.
+   * Message Expiry Interval; the client also gives up by itself shortly after it (and sends a
+   * cancel). 1 to 86 400 000 (the daemon's maximum).
    */
   deadlineMs?: number;
   /** Resends of the same request (same bytes, same transaction) after `busy`, `shutting_down` or silence. Default 2. */
   retries?: number;
   /**
    * A request that gets no chunk or reply for this long is resent (a dead board; with the fleet,
-   * another board takes it). Default 30 000. A queued request is silent until it starts: keep this
-   * above the longest expected queue wait, or a fleet request may run on two boards (the client
-   * still reports exactly one result).
+   * another board takes it); after the last retry it fails with `no_reply` and the daemon is sent a
+   * cancel. MQTT default 30 000. A queued request is silent until it starts: keep this above the
+   * longest expected queue wait, or a fleet request may run on two boards (the client still reports
+   * exactly one result). Socket default: none (Infinity), since a lost daemon closes the
+   * connection; values over 2^31 - 1 ms also mean none.
    */
   idleTimeoutMs?: number;
   /** The request's transaction id (one topic level: no "/", + or #, ≤ 128 characters); default a random UUID. */
@@ -119,9 +122,17 @@ export interface MqttClientOptions {
   tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer; rejectUnauthorized?: boolean };
   /** Give up connecting after this long (default 10 000 ms). */
   connectTimeoutMs?: number;
+  /** See SocketClientOptions.maxPayloadBytes. */
+  maxPayloadBytes?: number;
 }
 
 export interface SocketClientOptions {
   /** Give up connecting after this long (default 5 000 ms). */
   connectTimeoutMs?: number;
+  /**
+   * The daemon's `limits.max_payload_bytes` (default 65 536, the daemon's default): a larger
+   * request fails at once with `payload_too_large` and is not sent. Set it when the daemon's differs
+   * (`health()` reports it as `limits.max_payload_bytes`).
+   */
+  maxPayloadBytes?: number;
 }
