@@ -15,6 +15,7 @@ import { overallState, type ComponentHealth, type Components } from './health.js
 import { SystemdNotifier } from './lifecycle/notify.js';
 import { createLogger } from './logger.js';
 import { Scheduler } from './scheduler/scheduler.js';
+import { summarize } from './store/stats.js';
 import { Store } from './store/store.js';
 import { LoadMonitor } from './telemetry/load.js';
 import { DaemonMetrics } from './metrics/metrics.js';
@@ -267,6 +268,7 @@ export class Controller {
   private telemetrySources() {
     return {
       recent: () => this.dispatcher?.recent ?? [],
+      takeWindow: () => this.dispatcher?.window.take() ?? summarize([]),
       queueDepth: () => this.scheduler?.depth ?? 0,
       busy: () => this.scheduler?.busy ?? false,
       treeBudget: () => this.engine?.info().treeBudget ?? 0,

@@ -25,6 +25,7 @@ import {
 import type { Job, JobOutcome, Scheduler } from './scheduler/scheduler.js';
 import { requestRow, type RowIdentity } from './outcome.js';
 import type { RequestRow, Store } from './store/store.js';
+import { TelemetryWindow } from './telemetry/window.js';
 
 export type TransportName = 'mqtt' | 'socket';
 
@@ -64,14 +65,18 @@ export interface DispatcherOptions {
 
 const DEDUPE_MAX = 10_000;
 const DEDUPE_TTL_MS = 300_000;
+/** Finished rows kept for telemetry's `recent_requests`: the most `telemetry.recent_requests` may ask for (config/schema.ts). */
+const RECENT_MAX = 100;
 
 export class Dispatcher {
   private readonly seen = new Map<string, { until: number; digest: string }>(); // dedupe key → expiry (performance.now), payload digest
   private readonly owners = new Map<Job, string>(); // job → scope
   private readonly unanswered = new Map<string, number>(); // scope → final replies waiting for their row's commit
   private closing = false;
-  /** Recent finished rows, for telemetry percentiles without touching SQLite. */
+  /** The last finished rows (at most RECENT_MAX, oldest first), for telemetry's `recent_requests`. */
   readonly recent: RequestRow[] = [];
+  /** Counts and percentiles of the requests finished since the last telemetry message. */
+  readonly window = new TelemetryWindow();
   stats = { accepted: 0, duplicates: 0, rejected: 0 };
 
   constructor(
@@ -242,8 +247,9 @@ export class Dispatcher {
    */
   private answer(msg: Inbound, channel: ReplyChannel, reply: FinalReply, row: RequestRow, run?: JobOutcome): void {
     this.opts.onFinal?.(row, run);
+    this.window.record(row);
     this.recent.push(row);
-    if (this.recent.length > 1000) this.recent.splice(0, this.recent.length - 1000);
+    if (this.recent.length > RECENT_MAX) this.recent.shift();
     if (!this.store) {
       safeSend(channel, reply, this.log);
       return;

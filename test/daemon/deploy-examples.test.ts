@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { PACKAGE_ROOT } from '../../src/daemon/config/load.js';
 import { DaemonMetrics } from '../../src/daemon/metrics/metrics.js';
+import { summarize } from '../../src/daemon/store/stats.js';
 import { telemetrySnapshot } from '../../src/daemon/telemetry/telemetry.js';
 
 const read = (p: string) => readFileSync(join(PACKAGE_ROOT, p), 'utf8');
@@ -66,6 +67,7 @@ t.test('the Telegraf example reads the telemetry topic, and its excluded keys ex
   const snapshot = telemetrySnapshot(
     {
       recent: () => [],
+      takeWindow: () => summarize([]),
       queueDepth: () => 0,
       busy: () => false,
       treeBudget: () => 8,

@@ -1,18 +1,22 @@
 /**
- * Periodic `<base>/telemetry` snapshot: latency percentiles of recent requests, queue, tree, load.
+ * Periodic `<base>/telemetry` snapshot: counts and latency percentiles of the requests finished
+ * since the previous message (window.ts), the last finished requests, queue, tree, load.
  * The JSON is shaped for Telegraf's json_v2 and Home Assistant templates (deploy/telegraf): a
  * numeric `ts` (epoch ms), nested objects rather than arrays, and a reading the board does not
- * have (no temperature sensor, no percentiles before the first request) left out rather than
- * null: Telegraf would otherwise drop or mistype the field, and a series that is sometimes a
- * number and sometimes null breaks InfluxDB's one-type-per-field rule.
+ * have (no temperature sensor, no percentiles in a window without a finished request) left out
+ * rather than null: Telegraf would otherwise drop or mistype the field, and a series that is
+ * sometimes a number and sometimes null breaks InfluxDB's one-type-per-field rule.
  */
-import { summarize } from '../store/stats.js';
+import type { Summary } from '../store/stats.js';
 import type { RequestRow } from '../store/store.js';
 import type { LoadSample } from './load.js';
 import { overallState, type Components } from '../health.js';
 
 export interface TelemetrySources {
-  recent: () => RequestRow[];
+  /** The last finished requests, oldest first (any number; the snapshot lists the last `recentRequests`). */
+  recent: () => readonly RequestRow[];
+  /** Ends the current window: its summary, and the next window starts empty (TelemetryWindow.take). */
+  takeWindow: () => Summary;
   queueDepth: () => number;
   busy: () => boolean;
   treeBudget: () => number;
@@ -48,16 +52,17 @@ export function recentRequests(rows: readonly RequestRow[], n: number): RecentRe
     .map((r) => Object.fromEntries(RECENT_FIELDS.map((k) => [k, r[k]])) as RecentRequest);
 }
 
-/** Summary over the requests finished in the last `windowMs`, in its wire form (see telegrafFriendly). */
+/**
+ * The telemetry message, in its wire form (see telegrafFriendly). It ends the request window
+ * (`src.takeWindow`), so call it once per message; `windowMs` is the interval it reports as `window_s`.
+ */
 export function telemetrySnapshot(src: TelemetrySources, windowMs: number, now = Date.now()): Record<string, unknown> {
   return telegrafFriendly(rawSnapshot(src, windowMs, now)) as Record<string, unknown>;
 }
 
 function rawSnapshot(src: TelemetrySources, windowMs: number, now: number): Record<string, unknown> {
-  const all = src.recent();
-  const rows = all.filter((r) => r.ts >= now - windowMs);
   const n = src.recentRequests ?? DEFAULT_RECENT_REQUESTS;
-  const s = summarize(rows);
+  const s = src.takeWindow();
   const components = src.components();
   return {
     ts: now,
@@ -81,7 +86,7 @@ function rawSnapshot(src: TelemetrySources, windowMs: number, now: number): Reco
     busy: src.busy(),
     load: src.load(),
     // Absent when turned off; an empty object (no request yet) otherwise, so the key is stable.
-    recent_requests: n > 0 ? recentRequests(all, n) : undefined,
+    recent_requests: n > 0 ? recentRequests(src.recent(), n) : undefined,
   };
 }
 
