@@ -17,6 +17,7 @@ import { errorReply, parsePayload, routingFields, type Reply, type Routing } fro
 import type { ComponentHealth } from '../health.js';
 import { defaultReplyPrefixes, topicProblem, TopicPolicy } from './topics.js';
 import { HaDiscovery, type HomeAssistantConfig } from './ha-discovery.js';
+import { Subscriptions } from './subscriptions.js';
 
 export interface MqttTransportOptions {
   cfg: BitadConfig['mqtt'];
@@ -65,6 +66,8 @@ export class MqttTransport {
   private client: MqttClient | null = null;
   /** The fleet queue's own connection (mqtt.shared_group), see startFleet. */
   private fleetClient: MqttClient | null = null;
+  private subs: Subscriptions | null = null;
+  private fleetSubs: Subscriptions | null = null;
   private subscribed: Promise<void> = Promise.resolve();
   private readonly outgoing = new Set<Outgoing>();
   private readonly poisoned = new Set<string>();
@@ -94,12 +97,25 @@ export class MqttTransport {
 
   health(): ComponentHealth {
     const details = { base: this.base, connects: this.connects, ...this.stats, ...(this.fleetClient ? { fleet_connected: this.fleetClient.connected } : {}) };
-    return this.connected ? { status: 'ok', ...details } : { status: 'degraded', reason: 'broker disconnected', ...details };
+    const reason = this.problems().join('; ');
+    return reason ? { status: 'degraded', reason, ...details } : { status: 'ok', ...details };
+  }
+
+  /** What keeps requests from reaching this board, for health; a subscription counts only while its connection is up. */
+  private problems(): string[] {
+    const out: string[] = [];
+    if (!this.connected) out.push('broker disconnected');
+    else if (this.subs?.problem) out.push(this.subs.problem);
+    if (this.fleetClient && !this.fleetClient.connected) out.push('fleet connection down');
+    else if (this.fleetSubs?.problem) out.push(this.fleetSubs.problem);
+    return out;
   }
 
   async start(): Promise<void> {
     const client = mqtt.connect(this.clientOptions());
     this.client = client;
+    const topics = [`${this.base}/request/+`, ...(this.ha ? [this.ha.statusTopic] : [])];
+    this.subs = new Subscriptions(client, topics, this.o.cfg.reconnect_ms, this.o.log);
     // PUBACK before the request is handled: mqtt.js acknowledges an incoming QoS 1 message only
     // after handleMessage, and a rejected request's error reply was written before its PUBACK, so a
     // reply that cost the connection left the request unacknowledged and the broker redelivered it
@@ -117,7 +133,8 @@ export class MqttTransport {
     client.on('offline', () => this.o.log.warn('mqtt offline'));
     client.on('error', (e) => this.o.log.error({ err: e }, 'mqtt error'));
     await this.firstConnect(client);
-    // READY only once the broker has confirmed the subscriptions: no request can slip past.
+    // READY only once the broker has answered the subscriptions: no request it granted can slip
+    // past. One it refused leaves the daemon up and degraded, retrying (subscriptions.ts says why).
     await this.subscribed;
     if (this.o.cfg.shared_group) await this.startFleet(this.o.cfg.shared_group);
   }
@@ -141,19 +158,18 @@ export class MqttTransport {
       ...(cfg.protocol_version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}),
     });
     this.fleetClient = fleet;
+    const topic = `$share/${group}/${this.topics.fleet}/request/+`;
+    const subs = new Subscriptions(fleet, [topic], cfg.reconnect_ms, this.o.log);
+    this.fleetSubs = subs;
     fleet.handleMessage = (packet, done) => {
       done();
       this.onMessage(packet);
     };
-    const topic = `$share/${group}/${this.topics.fleet}/request/+`;
     let subscribed!: () => void;
     const ready = new Promise<void>((r) => (subscribed = r));
     fleet.on('connect', () => {
       (fleet.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
-      fleet.subscribe(topic, { qos: 1 }, (err) => {
-        if (err) this.o.log.error({ err }, 'mqtt fleet subscribe failed');
-        subscribed();
-      });
+      void subs.subscribe().then(subscribed);
     });
     fleet.on('error', (e) => this.o.log.error({ err: e }, 'mqtt fleet connection error'));
     const timeoutMs = this.o.connectTimeoutMs ?? 10_000;
@@ -172,6 +188,9 @@ export class MqttTransport {
       username: cfg.username,
       password: cfg.password,
       clean: false, // persistent session: QoS 1 requests queued while we were away are delivered
+      // Subscriptions are made on every connect by Subscriptions, which reads the SUBACK; mqtt.js's
+      // own resubscribe takes no callback, so a refusal there would go unseen.
+      resubscribe: false,
       keepalive: cfg.keepalive_s,
       reconnectPeriod: cfg.reconnect_ms,
       connectTimeout: this.o.connectTimeoutMs ?? 10_000,
@@ -213,17 +232,10 @@ export class MqttTransport {
     this.connects++;
     // mqtt.js never sets TCP_NODELAY; with Nagle a QoS 1 round trip on loopback costs 44–88 ms.
     (client.stream as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
-    const topics = [`${this.base}/request/+`];
-    if (this.ha) topics.push(this.ha.statusTopic);
     // Fleet requests come on their own connection (startFleet); a persistent session from an older
     // bitad may still hold the shared subscription, which would keep queueing fleet work here.
     if (this.o.cfg.shared_group) client.unsubscribe(`$share/${this.o.cfg.shared_group}/${this.topics.fleet}/request/+`);
-    this.subscribed = new Promise<void>((resolve) =>
-      client.subscribe(topics, { qos: 1 }, (err) => {
-        if (err) this.o.log.error({ err }, 'mqtt subscribe failed');
-        resolve();
-      }),
-    );
+    this.subscribed = this.subs!.subscribe();
     this.publish('state', { state: 'online' }, true);
     this.publish('info', this.o.info(), true);
     this.publishDiscovery();
@@ -393,6 +405,8 @@ export class MqttTransport {
   async stop(): Promise<void> {
     const client = this.client;
     if (!client) return;
+    this.subs?.stop();
+    this.fleetSubs?.stop();
     // Leave the fleet queue first: while this board drains, new fleet requests go to the others.
     const fleet = this.fleetClient;
     this.fleetClient = null;

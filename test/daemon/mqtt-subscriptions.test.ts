@@ -1,0 +1,82 @@
+/**
+ * What the daemon subscribes to, and what the broker does with it: a subscription the broker
+ * refuses, or a fleet connection that is down, shows in health as `degraded` with the reason.
+ */
+import t from 'tap';
+import { createServer, type AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import mqtt, { type MqttClient } from 'mqtt';
+import { startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { startMosquitto, type Mosquitto } from './helpers/mosquitto.js';
+
+let broker: Mosquitto;
+t.before(async () => {
+  broker = await startMosquitto();
+});
+t.teardown(async () => broker?.stop());
+
+/** Final replies seen under `<base>/response/`, by transaction. */
+async function finalsOf(port: number, base: string, version: 4 | 5): Promise<{ c: MqttClient; finals: Map<string, number> }> {
+  const c = await mqtt.connectAsync({ host: '127.0.0.1', port, protocolVersion: version, reconnectPeriod: 0 });
+  const finals = new Map<string, number>();
+  c.on('message', (_t, p) => {
+    const m = JSON.parse(p.toString() || '{}') as { status?: string; transaction?: string };
+    if (m.status && m.transaction) finals.set(m.transaction, (finals.get(m.transaction) ?? 0) + 1);
+  });
+  await c.subscribeAsync(`${base}/response/#`, { qos: 1 });
+  return { c, finals };
+}
+
+async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  for (let waited = 0; waited < ms && !cond(); waited += 10) await sleep(10);
+  return cond();
+}
+
+/** An aedes broker on a free loopback port that refuses (SUBACK 0x80) the topics in `deny`. */
+async function refusingBroker(deny: (topic: string) => boolean): Promise<{ port: number; close(): Promise<void> }> {
+  const { Aedes } = await import('aedes');
+  const aedes = await Aedes.createBroker({ authorizeSubscribe: (_c, sub, cb) => cb(null, deny(sub.topic) ? null : sub) });
+  const server = createServer(aedes.handle);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise<void>((r) => aedes.close(() => server.close(() => r()))),
+  };
+}
+
+t.test('a refused subscription: the daemon starts degraded naming the topic, retries, and is ok once granted', async (t) => {
+  let refusing = true;
+  const b = await refusingBroker((topic) => refusing && topic.includes('/request/'));
+  t.teardown(() => b.close());
+  const d = await startDaemon({ embedded: false, port: b.port, protocol_version: 4, client_id: 'bitad-refused', reconnect_ms: 200 });
+  t.teardown(() => d.stop());
+  t.match(d.controller.mqtt!.health(), { status: 'degraded', reason: 'broker refused subscription to bitad/testnode/request/+' });
+  t.match(d.controller.components().mqtt, { status: 'degraded' }, 'the daemon as a whole reports it');
+  refusing = false; // e.g. the ACL fixed and the broker reloaded, without dropping the connection
+  t.ok(await until(() => d.controller.mqtt!.health().status === 'ok', 2000), 'retried and granted: ok again');
+  const w = await finalsOf(b.port, d.controller.mqtt!.base, 4);
+  t.teardown(() => w.c.endAsync());
+  await w.c.publishAsync(`${d.controller.mqtt!.base}/request/generate`, JSON.stringify({ transaction: 'after-grant', prompt: 'hi', max_tokens: 2 }), { qos: 1 });
+  t.ok(await until(() => w.finals.get('after-grant') === 1, 2000), 'and requests are served');
+});
+
+t.test('a refused fleet subscription leaves the daemon degraded, naming the shared topic', async (t) => {
+  const b = await refusingBroker((topic) => topic.startsWith('$share/'));
+  t.teardown(() => b.close());
+  const d = await startDaemon({ embedded: false, port: b.port, protocol_version: 4, client_id: 'bitad-fleet-refused', shared_group: 'fleet' });
+  t.teardown(() => d.stop());
+  t.match(d.controller.mqtt!.health(), { status: 'degraded', reason: 'broker refused subscription to $share/fleet/bitad/fleet/request/+', fleet_connected: true });
+});
+
+t.test('a lost fleet connection makes health degraded until it is back', async (t) => {
+  const d = await startDaemon({ embedded: false, port: broker.port, protocol_version: 5, client_id: 'bitad-fleet-lost', shared_group: 'fleet', reconnect_ms: 1000 });
+  t.teardown(() => d.stop());
+  t.match(d.controller.mqtt!.health(), { status: 'ok', fleet_connected: true });
+  // Another client takes over the fleet connection's client id: the broker drops the daemon's.
+  const intruder = await mqtt.connectAsync({ host: '127.0.0.1', port: broker.port, protocolVersion: 5, clientId: 'bitad-fleet-lost-fleet', reconnectPeriod: 0 });
+  t.teardown(() => intruder.endAsync(true));
+  t.ok(await until(() => d.controller.mqtt!.health().fleet_connected === false, 1000), 'the fleet connection dropped');
+  t.match(d.controller.mqtt!.health(), { status: 'degraded', reason: 'fleet connection down' });
+  await intruder.endAsync(true);
+  t.ok(await until(() => d.controller.mqtt!.health().status === 'ok', 3000), 'ok again once the fleet connection is back');
+});
