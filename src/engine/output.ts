@@ -15,7 +15,7 @@ export const STREAM_INTERVAL_MS = 20;
 export type Emit = (text: string, tokens: number[]) => void;
 
 export class OutputStream {
-  /** Committed output tokens (EOS excluded). */
+  /** Committed output tokens (EOS excluded); after a stop sequence, those wholly before it. */
   readonly tokens: number[] = [];
   finish: FinishReason | null = null;
   private readonly text: TextStream;
@@ -23,7 +23,7 @@ export class OutputStream {
   /** Text is decoded per step only when stop sequences need it, else once per chunk. */
   private readonly stops: boolean;
   private pendingIds: number[] = []; // committed, not yet decoded (no stop sequences)
-  private pendingTokens: number[] = []; // committed, not yet emitted
+  private sentTokens = 0; // tokens already emitted
   private pendingText = '';
   private lastEmit = -Infinity;
 
@@ -50,10 +50,12 @@ export class OutputStream {
         if (this.tokens.length >= this.maxTokens) this.finish = 'length';
       }
     }
-    for (const x of fresh) this.pendingTokens.push(x);
     if (this.stops) {
       this.pendingText += this.text.push(fresh);
-      if (this.text.stopped) this.finish = 'stop';
+      if (this.text.stopped) {
+        this.finish = 'stop';
+        this.tokens.length = this.text.tokensOut; // the text stream was pushed exactly these tokens
+      }
     } else {
       for (const x of fresh) this.pendingIds.push(x);
     }
@@ -69,11 +71,14 @@ export class OutputStream {
     return this.text.output;
   }
 
+  /** A chunk carries the tokens whose text it completes (TextStream.tokensOut), so tokens held
+   *  back with text that may begin a stop sequence are never sent when that text is cut. */
   private flush(now: number): void {
     if (this.pendingIds.length) this.pendingText += this.text.push(this.pendingIds);
-    if (this.pendingText || this.pendingTokens.length) this.emit(this.pendingText, this.pendingTokens);
+    const tokens = this.tokens.slice(this.sentTokens, this.text.tokensOut);
+    if (this.pendingText || tokens.length) this.emit(this.pendingText, tokens);
+    this.sentTokens += tokens.length;
     this.pendingIds = [];
-    this.pendingTokens = [];
     this.pendingText = '';
     this.lastEmit = now;
   }

@@ -65,51 +65,67 @@ export function loadCodec(pkg: ModelPackage): TextCodec {
  * Turns committed token ids into text chunks as they arrive. Decodes only the tokens not yet
  * final (anchored on the token before them, so decoders that strip a leading space see context),
  * holds back an incomplete UTF-8 sequence (U+FFFD) and any tail that could begin a stop sequence.
+ *
+ * Stop sequences: the text ends before the first one to appear, i.e. the one whose last character
+ * comes first (of those ending at the same character, the longest). That is where generation
+ * stops, and it does not depend on how many tokens each push brings (plain and tree decoding
+ * commit different numbers per step). Tokens: `tokensOut` counts the tokens handed out, those whose
+ * text the chunks so far hold in full; after a stop, those wholly before it. A token in which a
+ * stop sequence begins is dropped with it, though its text before the stop sequence stays.
  */
 export class TextStream {
   private readonly ids: number[] = [];
+  private readonly first: number; // index in ids of the first generated token
+  private readonly stops: string[];
   private text = ''; // all final text so far
   private emitted = 0; // chars of `text` already handed out
   private start = 0; // first id whose text is not final yet
+  /** Pairs (n, chars): the final text of ids[0..n) was `chars` long; ascending. */
+  private readonly marks: number[] = [];
+  private marksOut = 0; // index in marks of the last pair whose text is all handed out
+  /** Generated tokens whose text is all in the chunks handed out (after a stop or flush: all kept). */
+  tokensOut = 0;
   stopped = false;
 
   /** contextId: the token before the first streamed one (the prompt's last), so a leading space of
    *  the first generated word survives decoders that strip it at the start of a sequence. */
   constructor(
     private readonly codec: Pick<TextCodec, 'decode' | 'decodeAlone'>,
-    private readonly stops: string[],
+    stops: string[],
     contextId: number | null = null,
   ) {
+    this.stops = stops.filter((s) => s.length > 0); // '' would match everywhere
     if (contextId !== null) {
       this.ids.push(contextId);
       this.start = 1;
     }
+    this.first = this.start;
+    this.marks.push(this.start, 0);
   }
 
   /** Adds tokens; returns the text that can be shown now ('' if none). */
   push(tokens: ArrayLike<number>): string {
     for (let i = 0; i < tokens.length; i++) this.ids.push(tokens[i]);
-    const anchor = this.start > 0 ? this.codec.decodeAlone(this.ids[this.start - 1]) : '';
-    const tail = this.codec.decode(this.ids.slice(this.start > 0 ? this.start - 1 : 0)).slice(anchor.length);
+    const tail = this.decodeFrom(this.start, this.ids.length);
     if (!tail.endsWith('\uFFFD')) {
       this.text += tail;
       this.start = this.ids.length;
+      this.marks.push(this.start, this.text.length);
     }
     const full = this.start === this.ids.length ? this.text : this.text + tail;
-    for (const s of this.stops) {
-      const at = s ? full.indexOf(s, Math.max(0, this.emitted - s.length)) : -1;
-      if (at >= 0) {
-        this.stopped = true;
-        this.text = full.slice(0, at);
-        return this.take(this.text.length);
-      }
-    }
-    return this.take(this.text.length - this.heldForStop(this.text));
+    const at = this.stopAt(full);
+    if (at < 0) return this.take(this.text.length - this.heldForStop(this.text));
+    this.stopped = true;
+    this.text = full.slice(0, at);
+    this.ids.length = this.idsBefore(at);
+    return this.flush();
   }
 
-  /** Everything not yet handed out (call at the end). */
+  /** Everything not yet handed out, with all tokens kept (call at the end). */
   flush(): string {
-    return this.take(this.text.length);
+    const out = this.take(this.text.length);
+    this.tokensOut = this.ids.length - this.first;
+    return out;
   }
 
   get output(): string {
@@ -120,7 +136,55 @@ export class TextStream {
     if (upTo <= this.emitted) return '';
     const out = this.text.slice(this.emitted, upTo);
     this.emitted = upTo;
+    const { marks } = this;
+    while (this.marksOut + 2 < marks.length && marks[this.marksOut + 3] <= upTo) this.marksOut += 2;
+    this.tokensOut = marks[this.marksOut] - this.first;
     return out;
+  }
+
+  /** Text of ids[from..to), decoded after ids[from - 1] so a leading space survives. */
+  private decodeFrom(from: number, to: number): string {
+    const anchor = from > 0 ? this.codec.decodeAlone(this.ids[from - 1]) : '';
+    return this.codec.decode(this.ids.slice(from > 0 ? from - 1 : 0, to)).slice(anchor.length);
+  }
+
+  /**
+   * Where `full` is cut, or -1: before the stop sequence whose last character comes first, the
+   * longest of those ending there. Occurrences ending within text already searched were found
+   * then, so the search starts just before the text handed out.
+   */
+  private stopAt(full: string): number {
+    let at = -1;
+    let end = Infinity;
+    for (const s of this.stops) {
+      const i = full.indexOf(s, Math.max(0, this.emitted - s.length));
+      if (i >= 0 && (i + s.length < end || (i + s.length === end && i < at))) {
+        at = i;
+        end = i + s.length;
+      }
+    }
+    return at;
+  }
+
+  /**
+   * How many ids have text wholly within text[0..at): from the last mark at or before `at`, one
+   * more token at a time while its decoded text still fits (and matches: a decoder may render a
+   * shorter run differently). Runs once per stopped generation.
+   */
+  private idsBefore(at: number): number {
+    const { marks } = this;
+    let m = marks.length - 2;
+    while (marks[m + 1] > at) m -= 2;
+    const from = marks[m];
+    const base = marks[m + 1];
+    let n = from;
+    for (let to = from + 1; to <= this.ids.length; to++) {
+      const t = this.decodeFrom(from, to);
+      if (t.endsWith('\uFFFD')) continue; // an incomplete character: the next token may finish it
+      if (base + t.length > at || !this.text.startsWith(t, base)) break;
+      n = to;
+    }
+    return n;
   }
 
   /** Length of the longest suffix of `t` that is a proper prefix of a stop sequence. */

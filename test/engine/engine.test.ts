@@ -2,6 +2,7 @@ import t from 'tap';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { loadEngine, EngineError } from '../../src/engine/index.js';
 import { loadPackage } from '../../src/engine/package.js';
+import { loadCodec, TextStream } from '../../src/engine/text.js';
 import { BUNDLED_MODEL } from '../../bench/data.js';
 import { requirePackage } from './helpers.js';
 
@@ -75,6 +76,28 @@ t.test('a stop sequence ends the text before it', async (t) => {
   const r = await engine.generate({ prompt: 'Once upon a time', maxTokens: 80, stop: [word] });
   t.equal(r.stats.finishReason, 'stop');
   t.equal(r.text, free.text.slice(0, free.text.indexOf(word)));
+});
+
+t.test('with several stop strings the first to appear ends the text; chunks and tokens agree with it', async (t) => {
+  const prompt = 'Once upon a time';
+  const free = await engine.generate({ prompt, maxTokens: 80 });
+  const words = free.text.split(/\s+/).filter((w) => w.length > 3);
+  const early = words[3];
+  const cut = free.text.indexOf(early);
+  const late = words.find((w) => free.text.indexOf(w) > cut + early.length)!;
+  const chunks: { text: string; tokens: number[] }[] = [];
+  const r = await engine.generate({ prompt, maxTokens: 80, stop: [late, early] }, { onChunk: (c) => chunks.push(c) });
+  t.equal(r.text, free.text.slice(0, cut), `cut before "${early}", not the earlier-listed "${late}"`);
+  t.equal(chunks.map((c) => c.text).join(''), r.text);
+  t.same(chunks.flatMap((c) => c.tokens), r.tokens);
+  t.equal(r.stats.outputTokens, r.tokens.length);
+  // Reported tokens are those whose text lies wholly before the cut.
+  const codec = loadCodec(loadPackage(MODEL));
+  const before = codec.encodePrompt({ prompt }).at(-1)!;
+  const textOf = (ids: number[]) => new TextStream(codec, [], before).push(ids);
+  t.same(r.tokens, free.tokens.slice(0, r.tokens.length));
+  t.ok(r.text.startsWith(textOf(r.tokens)), 'the tokens spell the start of the text');
+  t.notOk(r.text.startsWith(textOf(free.tokens.slice(0, r.tokens.length + 1))), 'the next token reaches into the stop string');
 });
 
 t.test('an abort signal cancels at a step boundary', async (t) => {
