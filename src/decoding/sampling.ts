@@ -6,7 +6,7 @@
 import { expNonPositive } from './fastexp.js';
 
 export interface SamplingParams {
-  /** 0 = greedy. */
+  /** 0 = greedy (argmax); any T > 0 samples, the tiniest too (see MAX_INV_T). */
   temperature: number;
   /** 0 = off. Keeps every token whose logit ties the k-th largest. */
   topK: number;
@@ -40,6 +40,14 @@ const SKIP_NATS = 40;
 const BUCKETS_PER_NAT = 64;
 const BUCKETS = SKIP_NATS * BUCKETS_PER_NAT + 1;
 const HEAP_SELECT_MAX_K = 256;
+/**
+ * Cap on 1/T: logit / T stays finite for every T > 0 and every finite float32 logit
+ * (3.4e38 * 1e250 < 1.8e308). Uncapped, 1/T is Infinity below T ~ 5.6e-309 and Infinity - Infinity
+ * made every probability NaN. The cap changes no distribution: at 1/T = 1e250 logits that differ at
+ * all (by at least 2^-149) are over 1e204 nats apart, far past SKIP_NATS, so every T below 1e-250
+ * already gives the T -> 0 limit: one-hot on the maximum, split evenly between exact ties.
+ */
+const MAX_INV_T = 1e250;
 const INSERTION_SORT_MAX = 64;
 
 /** Computes target distributions into one reused buffer (allocated once per vocabulary). */
@@ -68,7 +76,7 @@ export class TargetDistribution {
   /** p for the row at logits[offset .. offset+V). params.temperature must be > 0. */
   compute(logits: Float32Array, offset: number, params: SamplingParams): Float64Array {
     const { V, probs, bucket, support } = this;
-    const invT = 1 / params.temperature;
+    const invT = Math.min(1 / params.temperature, MAX_INV_T);
     let max = -Infinity;
     for (let v = 0; v < V; v++) {
       const x = logits[offset + v] * invT;

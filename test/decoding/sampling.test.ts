@@ -108,3 +108,24 @@ t.test('top-k agrees between the heap (small k) and quickselect (large k) paths'
     t.equal(d.supportSize, Array.from(row).filter((x) => x >= kth).length);
   }
 });
+
+t.test('a temperature too small for 1/T to be finite still gives the greedy limit, never NaN', async (t) => {
+  const d = new TargetDistribution(4);
+  for (const temperature of [1e-320, Number.MIN_VALUE, 1e-300, 1e-12]) {
+    for (const [topK, topP] of [[0, 1], [2, 1], [0, 0.5], [3, 0.9]]) {
+      const p = d.compute(logits, 0, { temperature, topK, topP });
+      t.ok(...close(p, [0, 1, 0, 0], `T=${temperature} k=${topK} p=${topP}`));
+      t.equal(d.sample(0.999), 1);
+    }
+  }
+  // The limit of softmax(l / T) splits the mass evenly between tied maxima.
+  const tied = Float32Array.from([1, 3, -2, 3]);
+  t.ok(...close(d.compute(tied, 0, { temperature: 1e-320, topK: 0, topP: 1 }), [0, 0.5, 0, 0.5], 'tied maxima'));
+});
+
+t.test('top-p down to the smallest double keeps the most likely token', async (t) => {
+  const d = new TargetDistribution(4);
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 0, topP: Number.MIN_VALUE }), [0, 1, 0, 0], 'p = 5e-324'));
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 0, topP: 1 - 1e-16 }), [0.1, 0.4, 0.2, 0.3], 'p just below 1'));
+  t.ok(...close(d.compute(logits, 0, { temperature: 1, topK: 2 ** 53, topP: 1 }), [0.1, 0.4, 0.2, 0.3], 'k far above V'));
+});

@@ -100,6 +100,16 @@ t.test('with several stop strings the first to appear ends the text; chunks and 
   t.notOk(r.text.startsWith(textOf(free.tokens.slice(0, r.tokens.length + 1))), 'the next token reaches into the stop string');
 });
 
+t.test('a temperature just above 0 samples the greedy output, plain and tree', async (t) => {
+  for (const mode of ['plain', 'bita'] as const) {
+    const greedy = await engine.generate({ prompt: 'Once upon a time', maxTokens: 30, mode });
+    for (const temperature of [1e-320, 1e-300]) {
+      const r = await engine.generate({ prompt: 'Once upon a time', maxTokens: 30, mode, temperature, seed: 3 });
+      t.same(r.tokens, greedy.tokens, `${mode}, T=${temperature}`);
+    }
+  }
+});
+
 t.test('an abort signal cancels at a step boundary', async (t) => {
   const ac = new AbortController();
   let seen = 0;
