@@ -1,6 +1,7 @@
 /**
- * What the daemon subscribes to, and what the broker does with it: a subscription the broker
- * refuses, or a fleet connection that is down, shows in health as `degraded` with the reason.
+ * What the daemon subscribes to, and what the broker does with it: a retained request replayed on
+ * a new subscription is not executed again; a subscription the broker refuses, or a fleet
+ * connection that is down, shows in health as `degraded` with the reason.
  */
 import t from 'tap';
 import { createServer, type AddressInfo } from 'node:net';
@@ -43,6 +44,56 @@ async function refusingBroker(deny: (topic: string) => boolean): Promise<{ port:
     close: () => new Promise<void>((r) => aedes.close(() => server.close(() => r()))),
   };
 }
+
+const retainedReq = (transaction: string) => JSON.stringify({ transaction, prompt: 'Once upon a time', max_tokens: 3, stream: false });
+
+for (const version of [5, 4] as const) {
+  t.test(`mosquitto MQTT ${version === 5 ? '5' : '3.1.1'}: a retained request runs once; the broker's replay after a restart is dropped and counted`, async (t) => {
+    const node = `retain-v${version}`;
+    const mq = { embedded: false, port: broker.port, protocol_version: version, client_id: `bitad-retain-${version}` };
+    const setNode = (c: Record<string, unknown>) => void (c.node_id = node);
+    const first = await startDaemon(mq, setNode);
+    const base = first.controller.mqtt!.base;
+    const w = await finalsOf(broker.port, base, version);
+    t.teardown(async () => {
+      // Clear the retained requests so nothing else on this broker sees them.
+      for (const kind of ['generate', 'chat']) await w.c.publishAsync(`${base}/request/${kind}`, '', { qos: 1, retain: true });
+      await w.c.endAsync();
+    });
+    await w.c.publishAsync(`${base}/request/generate`, retainedReq('ret-live'), { qos: 1, retain: true });
+    t.ok(await until(() => w.finals.get('ret-live') === 1, 2000), 'published live: executed and answered');
+    t.equal(first.controller.mqtt!.health().retained_dropped, 0, 'a live delivery is not a replay');
+    await first.stop();
+    // Queued in the persistent session while the daemon is down: delivered without RETAIN, runs once.
+    const chat = JSON.stringify({ transaction: 'ret-down', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, stream: false });
+    await w.c.publishAsync(`${base}/request/chat`, chat, { qos: 1, retain: true });
+    const second = await startDaemon(mq, setNode);
+    t.teardown(() => second.stop());
+    t.ok(await until(() => w.finals.get('ret-down') === 1 && second.controller.mqtt!.health().retained_dropped === 2, 2000), 'the request sent while down is answered; both replays are counted');
+    await sleep(200);
+    t.equal(w.finals.get('ret-live'), 1, 'the retained request is not answered again');
+    t.equal(w.finals.get('ret-down'), 1, 'nor the one sent while the daemon was down');
+    t.equal(second.engine.calls, 1, 'the restarted daemon executed only the request queued for it');
+    t.match(second.controller.mqtt!.health(), { status: 'ok' });
+  });
+}
+
+t.test('embedded aedes: a retained request is not executed again when the daemon reconnects', async (t) => {
+  const d = await startDaemon({ embedded: true, port: 0, reconnect_ms: 100 });
+  t.teardown(() => d.stop());
+  const port = d.controller.broker!.port;
+  const base = d.controller.mqtt!.base;
+  const w = await finalsOf(port, base, 4);
+  t.teardown(() => w.c.endAsync());
+  await w.c.publishAsync(`${base}/request/generate`, retainedReq('ret-aedes'), { qos: 1, retain: true });
+  t.ok(await until(() => w.finals.get('ret-aedes') === 1, 2000), 'executed once when published');
+  const connects = d.controller.mqtt!.connects;
+  (d.controller.mqtt as unknown as { client: { stream: { destroy(): void } } }).client.stream.destroy();
+  t.ok(await until(() => d.controller.mqtt!.connects > connects && d.controller.mqtt!.health().retained_dropped === 1, 3000), 'reconnected; the replay was dropped and counted');
+  await sleep(200);
+  t.equal(w.finals.get('ret-aedes'), 1, 'answered once');
+  t.equal(d.engine.calls, 1, 'executed once');
+});
 
 t.test('a refused subscription: the daemon starts degraded naming the topic, retries, and is ok once granted', async (t) => {
   let refusing = true;

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { BitadConfig } from '../config/schema.js';
 import { configTls, tlsClientOptions } from './tls.js';
 import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
-import { errorReply, parsePayload, routingFields, type Reply, type Routing } from '../protocol/envelope.js';
+import { errorReply, parsePayload, routingFields, shownKind, type Reply, type Routing } from '../protocol/envelope.js';
 import type { ComponentHealth } from '../health.js';
 import { defaultReplyPrefixes, topicProblem, TopicPolicy } from './topics.js';
 import { HaDiscovery, type HomeAssistantConfig } from './ha-discovery.js';
@@ -74,8 +74,8 @@ export class MqttTransport {
   /** A CONNACK arrived since the last close: only such a close can have been caused by a publish. */
   private sessionUp = false;
   connects = 0;
-  /** Counters for health(): publishes refused by the broker (PUBACK ≥ 0x80), dropped after costing the connection, refused routes, poison redeliveries answered. */
-  readonly stats = { publishes_refused: 0, publishes_dropped: 0, routes_refused: 0, poison_answered: 0 };
+  /** Counters for health(): publishes refused by the broker (PUBACK ≥ 0x80), dropped after costing the connection, refused routes, poison redeliveries answered, retained requests replayed by the broker and dropped. */
+  readonly stats = { publishes_refused: 0, publishes_dropped: 0, routes_refused: 0, poison_answered: 0, retained_dropped: 0 };
 
   constructor(private readonly o: MqttTransportOptions) {
     this.topics = new TopicPolicy({
@@ -252,6 +252,13 @@ export class MqttTransport {
     if (!m) return;
     const props = packet.properties;
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    // We never ask for Retain As Published, so a broker clears RETAIN on a live delivery and on one
+    // queued in our session while we were away (mosquitto and aedes do); set, it is a retained
+    // message replayed because we subscribed, i.e. on every restart and reconnect.
+    if (packet.retain) {
+      this.dropRetained(m.prefix, m.kind, payload);
+      return;
+    }
     const origin = this.fingerprint(topic, payload, props?.responseTopic, props?.correlationData);
     if (this.poisoned.has(origin)) {
       this.answerPoison(m.prefix, payload, props?.correlationData, origin);
@@ -389,6 +396,18 @@ export class MqttTransport {
     this.o.log.warn({ transaction, topic }, 'redelivered request whose reply cost the connection: answered, not executed');
     const reply = errorReply(transaction, 'bad_request', 'the broker refused the reply to this request (it cost the connection); it is not executed again');
     this.channel(topic, correlationData, origin).send(reply);
+  }
+
+  /**
+   * A retained request replayed on subscribing is not executed, nor answered: it was answered when
+   * it was first delivered, and a reply on every restart would be a second final reply to a
+   * transaction whose client had one long ago.
+   */
+  private dropRetained(prefix: string, kind: string, payload: Buffer): void {
+    this.stats.retained_dropped++;
+    const parsed = parsePayload(payload, Number.MAX_SAFE_INTEGER);
+    const transaction = parsed.ok ? routingFields(parsed.body).transaction : null;
+    this.o.log.warn({ prefix, kind: shownKind(kind), transaction }, 'retained request replayed by the broker: not executed (clear it by publishing an empty retained message to its topic)');
   }
 
   private fingerprint(topic: string, payload: Buffer, responseTopic?: string, correlationData?: Buffer): string {
