@@ -164,3 +164,47 @@ t.test('stop() completes promptly while a client is not reading', async (t) => {
   t.ok(ms < 4000, `stopped in ${Math.round(ms)} ms (bound: drain_timeout 2 s, then the unread connection is destroyed after 1 s)`);
   sock.destroy();
 });
+
+/** Lines that are not requests, one of each code the cut-off counts (the test limit is 4096 bytes). */
+const NOT_REQUESTS = ['x', '{}', JSON.stringify({ type: 'generate' }), 'y'.repeat(5000)];
+const NOT_REQUEST_CODES = ['bad_json', 'unknown_request', 'bad_request', 'payload_too_large'];
+
+t.test('a connection that sends only lines that are not requests is closed after 100, each line it was read answered', async (t) => {
+  const d = await startDaemon({ enabled: false });
+  t.teardown(() => d.stop());
+  const sock = await open(d.cfg.socket.path);
+  sock.on('error', () => undefined); // EPIPE / ECONNRESET once the daemon has closed it
+  const r = reader(sock);
+  const closed = new Promise<boolean>((res) => sock.once('close', () => res(true)));
+  for (let i = 0; i < 5000; i++) sock.write(NOT_REQUESTS[i % NOT_REQUESTS.length] + '\n');
+  t.ok(await Promise.race([closed, sleep(5000).then(() => false)]), 'the daemon closed the connection');
+  const finals = r.finals();
+  t.ok(finals.length >= 100 && finals.length <= 100 + 32, `${finals.length} replies (the 100th cuts off; lines already taken that turn are still answered)`);
+  t.ok(finals.every((f) => NOT_REQUEST_CODES.includes((f as { error?: { code: string } }).error?.code ?? '')), 'each an error reply that names why');
+  t.equal(d.rows().length, finals.length, 'one row per answered line, none for the lines never read');
+  t.match((d.controller.health().components as Record<string, unknown>).socket, { cut_off_clients: 1 }, 'health counts the connection cut off');
+  // Another connection is served as usual.
+  const other = await open(d.cfg.socket.path);
+  const ro = reader(other);
+  other.write(line({ type: 'generate', transaction: 'fine', prompt: 'once', max_tokens: 2 }));
+  t.match((await ro.waitFinals(1, 2000))[0], { transaction: 'fine', status: 'ok' });
+  other.destroy();
+});
+
+t.test('lines that are not requests do not cut off a client that also sends requests: every line is answered', async (t) => {
+  const d = await startDaemon({ enabled: false });
+  t.teardown(() => d.stop());
+  const sock = await open(d.cfg.socket.path);
+  const r = reader(sock);
+  const ended = new Promise((res) => sock.once('end', res));
+  let text = '';
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 99; i++) text += NOT_REQUESTS[i % NOT_REQUESTS.length] + '\n';
+    text += line({ type: 'health', transaction: `h${round}` });
+  }
+  sock.end(text);
+  await Promise.race([ended, sleep(5000)]);
+  const finals = r.finals();
+  t.equal(finals.length, 300, 'one final reply per line');
+  t.same(finals.filter((f) => f.status === 'ok').map((f) => f.transaction), ['h0', 'h1', 'h2']);
+});

@@ -66,3 +66,32 @@ t.test('a client that half-closes after sending still gets its answers, then the
   t.match(lines[lines.length - 1], { transaction: 'half', status: 'ok' });
   t.ok(lines.length > 1, 'chunks were streamed before the final reply');
 });
+
+/** Sends `text` and half-closes; resolves with the reply lines once the daemon ends the connection. */
+async function halfCloseWith(text: string): Promise<Record<string, unknown>[]> {
+  const sock = connect(d.cfg.socket.path);
+  await new Promise((r) => sock.once('connect', r));
+  let out = '';
+  sock.on('data', (b) => (out += b));
+  const ended = new Promise((r) => sock.once('end', r));
+  sock.end(text);
+  await Promise.race([ended, sleep(3000)]);
+  sock.destroy();
+  return out.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+}
+
+t.test('a last line without a newline is answered at end of input', async (t) => {
+  const replies = await halfCloseWith(JSON.stringify({ type: 'health', transaction: 'no-newline' }));
+  t.match(replies, [{ transaction: 'no-newline', status: 'ok' }]);
+});
+
+t.test('an unfinished last line that is not JSON is answered bad_json at end of input', async (t) => {
+  const replies = await halfCloseWith('{"type":"health","transaction":"cut');
+  t.match(replies, [{ transaction: null, status: 'error', error: { code: 'bad_json' } }]);
+});
+
+t.test('the unterminated last line is answered after the complete lines before it, past one turn of lines', async (t) => {
+  const txns = Array.from({ length: 41 }, (_, i) => `l${i}`); // more than the 32 lines taken per turn
+  const replies = await halfCloseWith(txns.map((txn) => JSON.stringify({ type: 'health', transaction: txn })).join('\n'));
+  t.same(replies.map((r) => r.transaction), txns);
+});

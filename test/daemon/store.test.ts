@@ -162,15 +162,35 @@ t.test('retention drops rows by age, then the oldest beyond max_rows', async (t)
   const s = new Store(join(dir, 'c.db'), { retentionDays: 1, maxRows: 100 });
   t.teardown(() => s.close());
   const now = Date.now();
-  s.recordRequest(row({ ts: now - 2 * 86_400_000, txn: 'old' }));
-  for (let i = 0; i < 150; i++) s.recordRequest(row({ ts: now - 1000 + i, txn: `n${i}` }));
-  s.recordLoad({ ts: now - 3 * 86_400_000, cpu_load_pct: 1, cpu_temp_c: null, gpu_load_pct: null, mem_used_mb: 1, rss_mb: 1, queue_depth: 0, tree_budget: 16, throttled: null });
-  s.flush();
+  // Rows already in the file (the store trims what it writes itself: next test).
+  const insert = s.db.prepare(`INSERT INTO requests (ts, transport, txn, model, outcome) VALUES (?, 'socket', ?, 'm', 'ok')`);
+  insert.run(now - 2 * 86_400_000, 'old');
+  for (let i = 0; i < 150; i++) insert.run(now - 1000 + i, `n${i}`);
+  s.db.prepare('INSERT INTO load_samples (ts, cpu_load_pct) VALUES (?, 1)').run(now - 3 * 86_400_000);
   const pruned = s.prune(now);
   t.same(pruned, { requests: 51, load: 1 });
   const rows = s.requestsSince(0);
   t.equal(rows.length, 100);
   t.equal(rows[0].txn, 'n50', 'the newest 100 remain');
+});
+
+t.test('the row bound holds between prunes: rows beyond max_rows are trimmed as they are written', async (t) => {
+  const p = join(dir, 'bound.db');
+  const s = new Store(p, { maxRows: 1000 });
+  t.teardown(() => s.close());
+  const count = () => (s.db.prepare('SELECT count(*) n FROM requests').get() as { n: number }).n;
+  let most = 0;
+  for (let i = 0; i < 3000; i++) {
+    s.recordRequest(row({ txn: `r${i}` }));
+    if (i % 7 === 6) s.flush(); // commits of 7 rows, as a burst over the socket would write them
+    most = Math.max(most, count());
+  }
+  s.flush();
+  t.ok(most <= 1009, `at most ${most} rows at any time (max_rows 1000, trimmed once 10 more are written)`);
+  t.ok(count() >= 1000 && count() <= 1009, `${count()} rows after the burst`);
+  t.equal(s.requestsSince(0).at(-1)?.txn, 'r2999', 'the newest rows are kept');
+  const pruned = s.prune();
+  t.ok(pruned.requests <= 10, 'the hourly prune finds little left to do');
 });
 
 t.test('percentiles use nearest rank; summaries count errors by code', async (t) => {

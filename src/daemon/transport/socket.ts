@@ -4,6 +4,8 @@
  * created with mode 0660 (owner and group only). A client that disconnects cancels its requests;
  * one that does not read its replies is no longer read from (backpressure) and loses chunk replies
  * past CHUNK_DROP_BYTES; each connection may have socket.max_in_flight generations in flight.
+ * End of input ends the last line even without its newline. A connection whose last MAX_BAD_LINES
+ * lines were all not requests is closed (see there).
  */
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
@@ -12,7 +14,7 @@ import type { Logger } from 'pino';
 import { createPrivateDirs } from '../private-dirs.js';
 import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
 import type { ComponentHealth } from '../health.js';
-import type { Reply } from '../protocol/envelope.js';
+import type { ErrorCode, FinalReply, Reply } from '../protocol/envelope.js';
 
 export interface SocketTransportOptions {
   path: string;
@@ -59,11 +61,24 @@ const PROBE_MS = 200;
 /** Request lines taken from one connection per event-loop turn (see yieldTurn). */
 const LINES_PER_TURN = 32;
 
+/**
+ * Lines in a row (in the order sent) answered with one of NOT_REQUEST_CODES after which a
+ * connection is closed. Each such line costs a request-log row: a client sending `x\n` in a loop
+ * had 22 000 rows/s written. A peer that sends nothing else is not speaking this protocol (the
+ * wrong program on the socket, a client stuck in a loop), so it is cut off rather than throttled:
+ * a throttled one would still write rows for ever (10 lines/s is 864 000 rows a day: a day of real
+ * history pushed out of a 1 000 000-row log). Any other line (a request that ran, was busy, a
+ * health request) breaks the run, so a client that sends requests is not cut off; the fuzz test
+ * sends at most 40 bad lines between health requests.
+ */
+const MAX_BAD_LINES = 100;
+const NOT_REQUEST_CODES: ReadonlySet<ErrorCode> = new Set(['bad_json', 'payload_too_large', 'unknown_request', 'bad_request']);
+
 /** What a connection needs from its transport: the dispatcher, limits and shared counters. */
 interface ConnectionContext {
   o: SocketTransportOptions;
   clients: Set<Socket>;
-  counters: { droppedChunks: number; pausedClients: number };
+  counters: { droppedChunks: number; pausedClients: number; cutOffClients: number };
 }
 
 /**
@@ -77,8 +92,20 @@ class Connection {
   private paused = false; // reading stopped until the client takes its replies
   private yielding = false; // LINES_PER_TURN taken: the rest waits for the next turn
   private probe: NodeJS.Timeout | null = null;
-  private readonly channel: ReplyChannel = { send: (reply) => this.send(reply) };
-  private readonly route = () => ({ channel: this.channel, routeKey: this.scope });
+  private lines = 0; // lines handed to the dispatcher
+  private lastBadLine = -2; // number of the last line answered with a NOT_REQUEST_CODES code
+  private badRun = 0; // lines in a row, up to lastBadLine, answered with a NOT_REQUEST_CODES code
+  private cutOff = false; // MAX_BAD_LINES reached: nothing more is read; closed once answered
+  /**
+   * The dispatcher asks for the route inside handle(), so each line's channel knows its number:
+   * replies do not come in line order (a health answer overtakes error replies waiting for their
+   * row's commit), but bad lines in a row are still counted as sent.
+   */
+  private readonly route = () => {
+    const line = this.lines;
+    const channel: ReplyChannel = { send: (reply) => this.send(reply, line) };
+    return { channel, routeKey: this.scope };
+  };
 
   constructor(
     private readonly sock: Socket,
@@ -88,6 +115,7 @@ class Connection {
     ctx.clients.add(sock);
     sock.setEncoding('utf8');
     sock.on('data', (data: string) => {
+      if (this.cutOff) return;
       this.buf += data;
       this.takeLines();
     });
@@ -100,7 +128,7 @@ class Connection {
     return this.ctx.o.dispatcher.inFlight(this.scope);
   }
 
-  private send(reply: Reply): void {
+  private send(reply: Reply, line: number): void {
     const { sock } = this;
     if (sock.destroyed || !sock.writable) return;
     const final = 'status' in reply;
@@ -109,10 +137,32 @@ class Connection {
       return;
     }
     if (!sock.write(JSON.stringify(reply) + '\n')) this.pauseReading();
-    if (final) this.endIfIdle();
+    if (final) {
+      this.countBadLine(reply, line);
+      this.endIfIdle();
+    }
+  }
+
+  /** Error replies that wait for their row's commit go out in line order, so a gap in the numbers is a line that was a request. */
+  private countBadLine(reply: FinalReply, line: number): void {
+    if (reply.status === 'ok' || !NOT_REQUEST_CODES.has(reply.error.code)) return;
+    this.badRun = line === this.lastBadLine + 1 ? this.badRun + 1 : 1;
+    this.lastBadLine = line;
+    if (this.badRun === MAX_BAD_LINES) this.stopReading();
+  }
+
+  /** MAX_BAD_LINES: lines already taken are still answered; what the client sent after them is not read. */
+  private stopReading(): void {
+    this.cutOff = true;
+    this.clientDone = true;
+    this.buf = '';
+    this.sock.pause();
+    this.ctx.counters.cutOffClients++;
+    this.ctx.o.log.warn({ scope: this.scope, lines: MAX_BAD_LINES }, 'socket client sent only lines that are not requests; connection closed');
   }
 
   private handle(payload: string): void {
+    this.lines++;
     this.ctx.o.dispatcher.handle({ transport: 'socket', kind: null, payload, scope: this.scope, route: this.route, maxInFlight: this.ctx.o.maxInFlight });
   }
 
@@ -123,7 +173,7 @@ class Connection {
   private takeLines(): void {
     let nl: number;
     let taken = 0;
-    while (!this.paused && !this.yielding && (nl = this.buf.indexOf('\n')) >= 0) {
+    while (!this.paused && !this.yielding && !this.cutOff && (nl = this.buf.indexOf('\n')) >= 0) {
       if (taken++ === LINES_PER_TURN) {
         this.yieldTurn();
         return;
@@ -164,8 +214,10 @@ class Connection {
 
   private continueReading(): void {
     if (this.paused || this.yielding || this.sock.destroyed) return;
-    this.sock.resume();
-    this.takeLines();
+    if (!this.cutOff) {
+      this.sock.resume();
+      this.takeLines();
+    }
     this.endIfIdle();
   }
 
@@ -186,7 +238,8 @@ class Connection {
   private endIfIdle(): void {
     if (!this.clientDone || this.paused || this.yielding || this.buf.includes('\n') || this.inFlight() > 0 || this.sock.destroyed) return;
     if (this.probe) clearInterval(this.probe);
-    this.sock.end();
+    // A client cut off may still be writing to a socket no longer read: close it once our replies are out.
+    this.sock.end(this.cutOff ? () => this.sock.destroy() : undefined);
   }
 
   /** A full close shows as EPIPE on a zero-byte write; the 'error' and 'close' handlers cancel. */
@@ -194,8 +247,16 @@ class Connection {
     if (!this.sock.destroyed) this.sock.write('', (err) => err && this.sock.destroy());
   }
 
+  /**
+   * End of input also ends the last line: bytes after the last newline are taken as a line (after
+   * the lines before them, which may still wait for their turn), so `printf '{…}' | nc -U` is answered.
+   */
   private onEnd(): void {
     this.clientDone = true;
+    if (this.buf !== '' && !this.buf.endsWith('\n') && !this.cutOff) {
+      this.buf += '\n';
+      this.takeLines();
+    }
     this.endIfIdle();
     if (this.sock.destroyed || this.sock.writableEnded) return;
     this.checkStillThere();
@@ -215,7 +276,7 @@ export class SocketTransport {
   private server: Server | null = null;
   private readonly clients = new Set<Socket>();
   private nextId = 0;
-  private readonly counters = { droppedChunks: 0, pausedClients: 0 };
+  private readonly counters = { droppedChunks: 0, pausedClients: 0, cutOffClients: 0 };
 
   constructor(private readonly o: SocketTransportOptions) {}
 
@@ -247,7 +308,7 @@ export class SocketTransport {
     if (!this.server) return { status: 'down', reason: 'not listening' };
     let unsent = 0;
     for (const c of this.clients) unsent += c.writableLength;
-    return { status: 'ok', clients: this.clients.size, clients_not_reading: this.counters.pausedClients, unsent_bytes: unsent, dropped_chunks: this.counters.droppedChunks };
+    return { status: 'ok', clients: this.clients.size, clients_not_reading: this.counters.pausedClients, unsent_bytes: unsent, dropped_chunks: this.counters.droppedChunks, cut_off_clients: this.counters.cutOffClients };
   }
 
   async stop(): Promise<void> {
