@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
-import { SocketClient } from '../src/cli/socket-client.js';
+import { SocketClient, type ClientFailure } from '../src/cli/socket-client.js';
 import { PACKAGE_ROOT } from '../src/daemon/config/load.js';
 import type { FinalReply } from '../src/daemon/protocol/envelope.js';
 import { dist } from '../src/daemon/store/stats.js';
@@ -105,7 +105,7 @@ function rssMb(pid: number): { rss: number; peak: number } {
 }
 
 /** Runs warmup + N sequential requests; returns overhead and end-to-end samples in ms. */
-async function measure(send: () => Promise<{ e2e: number; final: FinalReply }>) {
+async function measure(send: () => Promise<{ e2e: number; final: FinalReply | ClientFailure }>) {
   const overhead: number[] = [];
   const e2e: number[] = [];
   const engine: number[] = [];

@@ -11,6 +11,7 @@ import { generate, generateHelp } from './commands/generate.js';
 import { start, startHelp } from './commands/start.js';
 import { stats, statsHelp } from './commands/stats.js';
 import { status, statusHelp } from './commands/status.js';
+import { UsageError } from './usage.js';
 
 const HELP = `bitad ${VERSION}: BiTA speculative decoding daemon for small language models
 
@@ -52,8 +53,6 @@ function num(v: string | undefined, name: string): number | undefined {
   if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got "${v}"`);
   return n;
 }
-
-class UsageError extends Error {}
 
 /** Paths used by the systemd unit (systemd/bitad.service). */
 const SYSTEM_SOCKET = '/run/bitad/bitad.sock';
@@ -127,6 +126,14 @@ async function main(argv: string[]): Promise<number> {
   }
   return 2;
 }
+
+// The reader of our output went away (`bitad ask … | head`): stop quietly, as Unix tools do on
+// SIGPIPE (Node ignores SIGPIPE and reports a write to the closed pipe as an EPIPE error event).
+// Exiting closes the socket, which cancels a request still running in the daemon.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+  process.exit(0);
+});
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { parseSince, summarize } from '../../daemon/store/stats.js';
 import { Store } from '../../daemon/store/store.js';
 import { fmt, table } from '../format.js';
+import { UsageError } from '../usage.js';
 
 export const statsHelp = `Usage: bitad stats [--since <30m|24h|7d|ISO date>] [--config <file>] [--db <path>] [--json]
 
@@ -12,11 +13,11 @@ before its final reply is sent (unless the store is degraded: see bitad status).
 /var/lib/bitad/bitad.db when bitad runs as the systemd unit.`;
 
 export function stats(db: string, since: string, json: boolean): number {
+  const sinceMs = sinceOption(since);
   if (!existsSync(db)) {
     process.stderr.write(`no request log at ${db} (has bitad run with this config?)\n`);
     return 1;
   }
-  const sinceMs = parseSince(since);
   const store = new Store(db, { readonly: true });
   const rows = store.requestsSince(sinceMs);
   store.close();
@@ -42,4 +43,16 @@ export function stats(db: string, since: string, json: boolean): number {
   const errs = Object.entries(s.errors);
   if (errs.length) process.stdout.write(`\nerrors: ${errs.map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
   return 0;
+}
+
+/** `--since` as epoch ms; a value that is no duration or date, or lies outside what a Date holds, is a usage error. */
+function sinceOption(since: string): number {
+  let ms: number;
+  try {
+    ms = parseSince(since);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (Number.isNaN(new Date(ms).getTime())) throw new UsageError(`--since: "${since}" reaches before the earliest date there is (year -271821)`);
+  return ms;
 }

@@ -1,17 +1,21 @@
 /** `bitad status`: the daemon's health reply, readable. */
 import { SocketClient } from '../socket-client.js';
 
+/** health is answered at once, not queued: this much silence means a hung daemon (or not bitad). */
+const HEALTH_TIMEOUT_MS = 5000;
+
 export const statusHelp = `Usage: bitad status [--config <file>] [--socket <path>] [--json]
 
 Shows model, queue, tree size, load and uptime of the running daemon (a health request over the socket).
-The socket is the config's socket.path, or /run/bitad/bitad.sock when bitad runs as the systemd unit.`;
+The socket is the config's socket.path, or /run/bitad/bitad.sock when bitad runs as the systemd unit.
+No answer within ${HEALTH_TIMEOUT_MS / 1000} s, or the connection dropped: an error line and exit 1.`;
 
 export async function status(socket: string, json: boolean): Promise<number> {
   const client = await SocketClient.connect(socket);
-  const r = await client.request('health', {});
+  const r = await client.request('health', {}, undefined, HEALTH_TIMEOUT_MS);
   client.close();
   if (r.status !== 'ok') {
-    process.stderr.write(`error ${r.error.code}: ${r.error.message}\n`);
+    process.stderr.write(`error ${r.error.code}: ${r.error.message} (socket ${socket})\n`);
     return 1;
   }
   const d = r.data as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
