@@ -11,7 +11,7 @@ import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { buildConfig } from '../../src/daemon/config/load.js';
 import { VERSION } from '../../src/daemon/version.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../../src/daemon/transport/broker.js';
-import { haDiscoveryTopic, haObjectId } from '../../src/daemon/transport/ha-discovery.js';
+import { discoveryPayload, haDiscoveryTopic, haObjectId } from '../../src/daemon/transport/ha-discovery.js';
 import { topicProblem } from '../../src/daemon/transport/topics.js';
 import { decommission } from '../../src/cli/commands/decommission.js';
 import { startDaemon, type TestDaemon } from './helpers/daemon.js';
@@ -91,10 +91,23 @@ t.teardown(async () => {
 
 t.test('discovery is off by default; the object id keeps only the characters Home Assistant allows', async (t) => {
   t.same(buildConfig({}, { env: {} }).homeassistant, { enabled: false, prefix: 'homeassistant' });
-  t.equal(haObjectId('kitchen.pi-5_a'), 'bitad_kitchen_pi-5_a');
-  t.equal(haDiscoveryTopic('homeassistant', 'kitchen.pi'), 'homeassistant/device/bitad_kitchen_pi/config');
+  t.equal(haObjectId('kitchen_pi-5_a'), 'bitad_kitchen_pi-5_a');
+  t.equal(haObjectId('kitchen.pi-5_a'), 'bitad_kitchen_pi-5_a_79f4501a', 'a `.` becomes `_`, plus the first 8 hex of the raw id\'s SHA-256');
+  t.equal(haDiscoveryTopic('homeassistant', 'kitchen.pi'), 'homeassistant/device/bitad_kitchen_pi_c1667b0c/config');
   t.equal(topicProblem(haDiscoveryTopic('ha/prefix', 'n1')), null);
   t.throws(() => buildConfig({ homeassistant: { prefix: 'home/+' } }, { env: {} }), /homeassistant.prefix/);
+});
+
+t.test('node ids that differ only by `.` and `_` get different discovery topics, device ids and unique_ids; valid ids keep theirs', async (t) => {
+  const ids = ['a.b', 'a_b', 'a.b.c', 'a_b.c', 'a.b_c', 'a_b_c', 'kitchen.pi'];
+  const topics = ids.map((n) => haDiscoveryTopic('homeassistant', n));
+  t.equal(new Set(topics).size, ids.length, `one topic each: ${topics.join(', ')}`);
+  const uniqueIds = ids.flatMap((n) => Object.values(discoveryPayload({ nodeId: n, base: `bitad/${n}`, info: {} }).cmps as Record<string, { unique_id: string }>).map((c) => c.unique_id));
+  t.equal(new Set(uniqueIds).size, uniqueIds.length, 'no unique_id shared between boards');
+  t.not(haObjectId('a.b'), haObjectId('a_b'), 'device ids differ');
+  t.equal(haObjectId('a.b'), haObjectId('a.b'), 'stable across restarts');
+  for (const n of ['a_b', 'testnode', 'Kitchen-Pi_5', 'x'.repeat(64)]) t.equal(haObjectId(n), `bitad_${n}`, `${n}: a valid id is kept (existing entities stay)`);
+  for (const n of ['a.b', 'kitchen.pi']) t.match(haObjectId(n), /^bitad_[A-Za-z0-9_-]+$/, `${n}: only the characters Home Assistant allows`);
 });
 
 let payload: Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -8,6 +8,7 @@
  * without persistence, a wiped store) would otherwise never see the board again. Removal is an
  * empty retained payload on the same topic (`bitad decommission`, removeDevice below).
  */
+import { createHash } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
 
 export interface HomeAssistantConfig {
@@ -15,9 +16,15 @@ export interface HomeAssistantConfig {
   prefix: string;
 }
 
-/** Home Assistant accepts only [A-Za-z0-9_-] in a discovery object id; node ids may also hold `.`. */
+/**
+ * Home Assistant accepts only [A-Za-z0-9_-] in a discovery object id; node ids may also hold `.`.
+ * Replacing it alone made `a.b` and `a_b` one device, so an id that had to change also gets a short
+ * hash of the raw id; an id that is already valid stays as it was, so its entities stay too.
+ */
 export function haObjectId(nodeId: string): string {
-  return `bitad_${nodeId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+  const safe = nodeId.replace(/[^A-Za-z0-9_-]/g, '_');
+  if (safe === nodeId) return `bitad_${nodeId}`;
+  return `bitad_${safe}_${createHash('sha256').update(nodeId).digest('hex').slice(0, 8)}`;
 }
 
 export function haDiscoveryTopic(prefix: string, nodeId: string): string {
