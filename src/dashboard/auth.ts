@@ -14,6 +14,18 @@ export function isLoopback(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1';
 }
 
+/**
+ * DNS rebinding: a page whose name the attacker re-points at 127.0.0.1 is same-origin with itself,
+ * so without a token only requests addressed to a loopback name or address with the listening port
+ * are answered (a browser sends the name from its address bar, which rebinding cannot make one of
+ * these). `*.localhost` is refused: whether such a name stays on the machine is up to the resolver
+ * (RFC 6761 asks; Chromium and Firefox comply, the system resolver may forward it to DNS).
+ */
+export function loopbackHost(host: string | undefined, port: number): boolean {
+  const m = /^(\[[0-9a-f:.]+\]|[^:[\]]+)(?::(\d+))?$/i.exec(host ?? '');
+  return m !== null && isLoopback(m[1]) && Number(m[2] ?? 80) === port;
+}
+
 /** Constant-time comparison of the SHA-256 of both, so neither length nor prefix leaks. */
 function same(a: string, b: string): boolean {
   const ha = createHash('sha256').update(a).digest();

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { TokenAuth } from './auth.js';
+import { TokenAuth, loopbackHost } from './auth.js';
 import type { Fleet } from './fleet.js';
 import { SERIES, type BoardRequest, type History, type SeriesName } from './history.js';
 import { validNode, type FleetLink } from './link.js';
@@ -68,6 +68,7 @@ export function loadAssets(staticDir: string): Map<string, Asset> {
 
 export class DashboardServer {
   private server: Server | null = null;
+  private port = 0;
   private readonly auth: TokenAuth;
   private readonly assets: Map<string, Asset>;
   /** Event-stream clients, each with the board whose requests it follows (null: the fleet page). */
@@ -89,7 +90,8 @@ export class DashboardServer {
       server.listen(port, host, () => resolve());
     });
     this.tick = setInterval(() => this.pushUpdates(), 1000);
-    return (server.address() as AddressInfo).port;
+    this.port = (server.address() as AddressInfo).port;
+    return this.port;
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
@@ -97,6 +99,8 @@ export class DashboardServer {
     res.setHeader('x-content-type-options', 'nosniff');
     res.setHeader('content-security-policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'");
     res.setHeader('referrer-policy', 'no-referrer');
+    // With a token a rebound page has none, so any Host may be served (proxies, LAN names).
+    if (!this.auth.enabled && !loopbackHost(req.headers.host, this.port)) return misdirected(res, url);
     if (this.auth.check(req, res, url) !== 'ok') return;
     this.route(req, res, url).catch((e: unknown) => {
       if (!res.headersSent) json(res, 500, { error: 'internal', message: (e as Error).message });
@@ -263,6 +267,14 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return;
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
   res.end(JSON.stringify(body));
+}
+
+/** 421: the token-less dashboard answers only to a loopback Host (auth.ts loopbackHost: DNS rebinding). */
+function misdirected(res: ServerResponse, url: URL): void {
+  const message = 'without a dashboard token only http://localhost, 127.0.0.1 or [::1] with the listening port is served';
+  if (url.pathname.startsWith('/api/')) return json(res, 421, { error: 'misdirected', message });
+  res.writeHead(421, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(`421: ${message}\n`);
 }
 
 function sseHead(res: ServerResponse): void {

@@ -13,7 +13,8 @@ telemetry), with charts from its own SQLite history and a prompt box per board. 
 credentials and TLS come from the same config as "bitad start" (--config, BITAD_CONFIG, BITAD_MQTT_*).
 
 Options:
-  --listen <host:port>   HTTP address (default 127.0.0.1:${DEFAULT_PORT}); not loopback needs a token
+  --listen <host:port>   HTTP address (default 127.0.0.1:${DEFAULT_PORT}); not loopback needs a token;
+                         without one only Host localhost, 127.x.y.z or [::1] with this port is served
   --token <token>        required on every request (or BITAD_DASHBOARD_TOKEN); open /?token=<token> once
   --broker <url>         mqtt://host:port or mqtts://host:port instead of the config's broker
   --protocol <4|5>       MQTT version (default: the config's)
