@@ -149,7 +149,9 @@ export class StepCost {
     if (this.sw[r] >= CLIP_AFTER * w) {
       const expected = this.meanMs[r] + this.slope(r) * (cached - this.meanCached[r]);
       if (this.sampleStaleness) this.forgetIfStale(r, expected, ms);
-      if (expected > 0) y = Math.min(expected * this.clipHigh, Math.max(expected / CLIP, y));
+      // Around the mean where the trend extrapolates to nothing (far below the lengths it was fed).
+      const centre = expected > 0 ? expected : this.meanMs[r];
+      y = Math.min(centre * this.clipHigh, Math.max(centre / CLIP, y));
     }
     // Weighted incremental mean/co-moment update (West 1979); old weights are already decayed by
     // the growth of `scale`.

@@ -124,3 +124,14 @@ t.test('StepCost on a contended core: preempted samples are clipped tightly, so 
   c.observe(4, 0, 3.5);
   t.ok(c.at(4, 0) > 1.02, `a 3.5x sample counts uncontended: ${c.at(4, 0).toFixed(3)}`);
 });
+
+t.test("StepCost clips a sample even where its size's cached-length trend extrapolates below zero", async (t) => {
+  // A steep fitted trend (1 ms at 100 cached, 3 ms at 200) puts the estimate at 0 cached below 0;
+  // the clip must still hold there (around the size's mean), or one 1 s stall enters whole.
+  const c = new StepCost(16, 200);
+  for (let i = 0; i < 200; i++) c.observe(4, i % 2 ? 200 : 100, i % 2 ? 3 : 1);
+  const before = c.at(4, 150);
+  c.observe(4, 0, 1000);
+  const after = c.at(4, 150);
+  t.ok(after < before * 1.2, `a 1000 ms sample at 0 cached: estimate at 150 cached ${before.toFixed(2)} → ${after.toFixed(2)} ms`);
+});
