@@ -72,6 +72,8 @@ function loadNgram(path: string): NgramTable {
 class StepStats {
   steps = 0;
   private rows = 0;
+  /** Tokens the steps committed, before the output is cut at EOS / max_tokens / a stop string. */
+  private committed = 0;
   private readonly bySource = { mask: 0, context: 0, ngram: 0 };
   private readonly histogram: number[] = [];
   private readonly loopStart = performance.now();
@@ -84,19 +86,24 @@ class StepStats {
   record(r: StepResult): void {
     this.steps++;
     this.rows += r.rowsFed;
+    this.committed += r.count;
     this.bySource.mask += r.acceptedMask;
     this.bySource.context += r.acceptedContext;
     this.bySource.ngram += r.acceptedNgram;
     this.histogram[r.count] = (this.histogram[r.count] ?? 0) + 1;
   }
 
-  /** The step part of GenerateStats (call once, when the loop ended). */
-  result(outputTokens: number): Pick<GenerateStats, 'steps' | 'meanAcceptedTokens' | 'acceptedHistogram' | 'meanRowsPerStep' | 'acceptedBySource' | 'runMs' | 'hostMs'> {
+  /**
+   * The step part of GenerateStats (call once, when the loop ended). The mean counts what the
+   * verifier committed, as the Prometheus accepted counters do: the output kept after a stop cut
+   * can be smaller than the first token plus the steps' tokens, and made the mean negative.
+   */
+  result(): Pick<GenerateStats, 'steps' | 'meanAcceptedTokens' | 'acceptedHistogram' | 'meanRowsPerStep' | 'acceptedBySource' | 'runMs' | 'hostMs'> {
     const { steps } = this;
     const runMs = this.times.runMs - this.runBefore;
     return {
       steps,
-      meanAcceptedTokens: steps ? (outputTokens - 1) / steps : 0,
+      meanAcceptedTokens: steps ? this.committed / steps : 0,
       acceptedHistogram: Array.from(this.histogram, (x) => x ?? 0),
       meanRowsPerStep: steps ? this.rows / steps : 0,
       acceptedBySource: this.bySource,
@@ -170,7 +177,7 @@ export class Generator {
         totalMs,
         tpotMs: n > 1 ? (totalMs - ttftMs) / (n - 1) : 0,
         tokensPerS: totalMs > 0 ? (n * 1000) / totalMs : 0,
-        ...steps.result(n),
+        ...steps.result(),
         treePolicy: gen.mode === 'plain' ? 'plain' : hook.policy,
         finishReason: out.finish ?? 'length',
       },

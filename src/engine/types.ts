@@ -37,7 +37,7 @@ export interface GenerateStats {
   tpotMs: number;
   tokensPerS: number;
   steps: number;
-  /** Committed tokens per step (accepted drafts + 1). */
+  /** Committed tokens per step (accepted drafts + 1), counted before the output is cut at EOS / maxTokens / a stop string. */
   meanAcceptedTokens: number;
   /** Histogram: index n = steps that committed n tokens. */
   acceptedHistogram: number[];

@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import type { OkReply } from '../../src/daemon/protocol/envelope.js';
+import { measurements } from '../../src/daemon/outcome.js';
+import type { GenerateStats } from '../../src/engine/types.js';
 import type { RequestRow } from '../../src/daemon/store/store.js';
 import { startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { socketHarness, type Harness } from './helpers/harness.js';
@@ -54,4 +56,16 @@ t.test('the final reply stats and the stored row agree field by field (same roun
     if (maxTokens === 1) t.equal(stats.tpot_ms, null, 'one output token: no time per output token after the first');
     else t.type(stats.tpot_ms, 'number');
   }
+});
+
+t.test('a reply a stop string emptied has no first-token time and 0 tokens/s; the mean keeps what the steps committed', async (t) => {
+  // The engine's stats for `stop: [", th"]` on "Once upon a time": one step committed 4 tokens, all cut.
+  const stats = {
+    promptTokens: 5, outputTokens: 0, prefillMs: 2, ttftMs: 2.1, totalMs: 3, tpotMs: 0, tokensPerS: 0, steps: 1,
+    meanAcceptedTokens: 4, acceptedHistogram: [0, 0, 0, 0, 1], meanRowsPerStep: 12,
+    acceptedBySource: { mask: 3, context: 0, ngram: 0 }, runMs: 2.5, hostMs: 0.5, treePolicy: 'fixed', finishReason: 'stop',
+  } satisfies GenerateStats;
+  t.match(measurements({ queueMs: 0.1, engineMs: 3, totalMs: 3.2, treeBudget: 12, stats }), {
+    output_tokens: 0, ttft_ms: null, tpot_ms: null, tokens_per_s: 0, mean_accepted_tokens: 4, finish_reason: 'stop',
+  });
 });

@@ -78,6 +78,17 @@ t.test('a stop sequence ends the text before it', async (t) => {
   t.equal(r.text, free.text.slice(0, free.text.indexOf(word)));
 });
 
+t.test('mean accepted tokens counts what the verifier committed, also when a stop string cuts the reply', async (t) => {
+  // ", th" falls inside the first step's tokens: the reply keeps none of them, the step still ran.
+  for (const stop of [[', th'], []]) {
+    const r = await engine.generate({ prompt: 'Once upon a time', maxTokens: 40, stop });
+    const committed = r.stats.acceptedHistogram.reduce((sum, steps, n) => sum + steps * n, 0);
+    t.ok(r.stats.steps > 0, `stop ${JSON.stringify(stop)}: ${r.stats.steps} steps, ${r.stats.outputTokens} tokens kept, finish ${r.stats.finishReason}`);
+    t.equal(r.stats.meanAcceptedTokens, committed / r.stats.steps, 'committed tokens per step (bonus included)');
+    t.ok(r.stats.meanAcceptedTokens >= 1, `at least the bonus token per step (${r.stats.meanAcceptedTokens})`);
+  }
+});
+
 t.test('with several stop strings the first to appear ends the text; chunks and tokens agree with it', async (t) => {
   const prompt = 'Once upon a time';
   const free = await engine.generate({ prompt, maxTokens: 80 });
