@@ -191,6 +191,25 @@ t.test('a connection that sends only lines that are not requests is closed after
   other.destroy();
 });
 
+t.test('the cut-off answers at most 32 lines beyond the 100th, also when lines arrive in many reads of a few lines each', async (t) => {
+  const d = await startDaemon({ enabled: false });
+  t.teardown(() => d.stop());
+  const sock = await open(d.cfg.socket.path);
+  sock.on('error', () => undefined);
+  const r = reader(sock);
+  const closed = new Promise<boolean>((res) => sock.once('close', () => res(true)));
+  sock.write('x\n'.repeat(99));
+  t.equal((await r.waitFinals(99, 5000)).length, 99, '99 lines answered: the next one cuts off');
+  // Long lines: a 64 KiB read holds about 20, under the 32 one read may take, so several reads
+  // (data events) come in the 100th line's event-loop turn, before its reply (and the cut-off).
+  const bad = 'x'.repeat(3000) + '\n';
+  for (let i = 0; i < 2000; i++) sock.write(bad);
+  t.ok(await Promise.race([closed, sleep(5000).then(() => false)]), 'the daemon closed the connection');
+  const finals = r.finals();
+  t.ok(finals.length >= 100 && finals.length <= 100 + 32, `${finals.length} replies (at most 32 lines taken in the 100th line's turn)`);
+  t.equal(d.rows().length, finals.length, 'one row per answered line');
+});
+
 t.test('lines that are not requests do not cut off a client that also sends requests: every line is answered', async (t) => {
   const d = await startDaemon({ enabled: false });
   t.teardown(() => d.stop());

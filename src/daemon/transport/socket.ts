@@ -58,7 +58,11 @@ const CHUNK_DROP_BYTES = 256 * 1024;
  */
 const PROBE_MS = 200;
 
-/** Request lines taken from one connection per event-loop turn (see yieldTurn). */
+/**
+ * Lines taken from one connection per event-loop turn, however many reads (data events) the turn
+ * brings: the cut-off is known only once a turn's replies go out, so this bounds the lines answered
+ * after the MAX_BAD_LINES-th (see yieldTurn).
+ */
 const LINES_PER_TURN = 32;
 
 /**
@@ -91,6 +95,8 @@ class Connection {
   private clientDone = false; // end of input: no more requests will come
   private paused = false; // reading stopped until the client takes its replies
   private yielding = false; // LINES_PER_TURN taken: the rest waits for the next turn
+  private turnLines = 0; // lines taken this event-loop turn
+  private turnEnd: NodeJS.Immediate | null = null; // resets turnLines once this turn's replies are out
   private probe: NodeJS.Timeout | null = null;
   private lines = 0; // lines handed to the dispatcher
   private lastBadLine = -2; // number of the last line answered with a NOT_REQUEST_CODES code
@@ -164,6 +170,9 @@ class Connection {
   private handle(payload: string): void {
     this.lines++;
     this.ctx.o.dispatcher.handle({ transport: 'socket', kind: null, payload, scope: this.scope, route: this.route, maxInFlight: this.ctx.o.maxInFlight });
+    // Scheduled after the dispatcher, so the store commit it may have scheduled (which sends this
+    // turn's replies and so a cut-off) runs first, before the next turn's lines are taken.
+    this.turnEnd ??= setImmediate(() => this.endTurn());
   }
 
   /**
@@ -172,9 +181,8 @@ class Connection {
    */
   private takeLines(): void {
     let nl: number;
-    let taken = 0;
     while (!this.paused && !this.yielding && !this.cutOff && (nl = this.buf.indexOf('\n')) >= 0) {
-      if (taken++ === LINES_PER_TURN) {
+      if (this.turnLines++ === LINES_PER_TURN) {
         this.yieldTurn();
         return;
       }
@@ -229,10 +237,15 @@ class Connection {
   private yieldTurn(): void {
     this.yielding = true;
     this.sock.pause();
-    setImmediate(() => {
-      this.yielding = false;
-      this.continueReading();
-    });
+    this.turnEnd ??= setImmediate(() => this.endTurn());
+  }
+
+  private endTurn(): void {
+    this.turnEnd = null;
+    this.turnLines = 0;
+    if (!this.yielding) return;
+    this.yielding = false;
+    this.continueReading();
   }
 
   private endIfIdle(): void {
