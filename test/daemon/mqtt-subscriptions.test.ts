@@ -111,6 +111,21 @@ t.test('a refused subscription: the daemon starts degraded naming the topic, ret
   t.ok(await until(() => w.finals.get('after-grant') === 1, 2000), 'and requests are served');
 });
 
+t.test('a refused Home Assistant status subscription is a health detail, not degraded: requests still arrive', async (t) => {
+  const b = await refusingBroker((topic) => topic === 'homeassistant/status');
+  t.teardown(() => b.close());
+  const d = await startDaemon({ embedded: false, port: b.port, protocol_version: 4, client_id: 'bitad-ha-refused' }, (c) => {
+    c.homeassistant = { enabled: true };
+  });
+  t.teardown(() => d.stop());
+  t.match(d.controller.mqtt!.health(), { status: 'ok', ha_status_subscription: 'broker refused subscription to homeassistant/status' });
+  t.match(d.controller.components().mqtt, { status: 'ok' }, 'the daemon as a whole is not degraded by it');
+  const w = await finalsOf(b.port, d.controller.mqtt!.base, 4);
+  t.teardown(() => w.c.endAsync());
+  await w.c.publishAsync(`${d.controller.mqtt!.base}/request/generate`, JSON.stringify({ transaction: 'ha-refused', prompt: 'hi', max_tokens: 2 }), { qos: 1 });
+  t.ok(await until(() => w.finals.get('ha-refused') === 1, 2000), 'requests are served');
+});
+
 t.test('a refused fleet subscription leaves the daemon degraded, naming the shared topic', async (t) => {
   const b = await refusingBroker((topic) => topic.startsWith('$share/'));
   t.teardown(() => b.close());

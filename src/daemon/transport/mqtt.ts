@@ -67,6 +67,8 @@ export class MqttTransport {
   /** The fleet queue's own connection (mqtt.shared_group), see startFleet. */
   private fleetClient: MqttClient | null = null;
   private subs: Subscriptions | null = null;
+  /** Home Assistant's status topic apart: refused, requests still arrive (only discovery is not re-sent when HA restarts). */
+  private haSubs: Subscriptions | null = null;
   private fleetSubs: Subscriptions | null = null;
   private subscribed: Promise<void> = Promise.resolve();
   private readonly outgoing = new Set<Outgoing>();
@@ -96,7 +98,13 @@ export class MqttTransport {
   }
 
   health(): ComponentHealth {
-    const details = { base: this.base, connects: this.connects, ...this.stats, ...(this.fleetClient ? { fleet_connected: this.fleetClient.connected } : {}) };
+    const details = {
+      base: this.base,
+      connects: this.connects,
+      ...this.stats,
+      ...(this.fleetClient ? { fleet_connected: this.fleetClient.connected } : {}),
+      ...(this.connected && this.haSubs?.problem ? { ha_status_subscription: this.haSubs.problem } : {}),
+    };
     const reason = this.problems().join('; ');
     return reason ? { status: 'degraded', reason, ...details } : { status: 'ok', ...details };
   }
@@ -114,8 +122,8 @@ export class MqttTransport {
   async start(): Promise<void> {
     const client = mqtt.connect(this.clientOptions());
     this.client = client;
-    const topics = [`${this.base}/request/+`, ...(this.ha ? [this.ha.statusTopic] : [])];
-    this.subs = new Subscriptions(client, topics, this.o.cfg.reconnect_ms, this.o.log);
+    this.subs = new Subscriptions(client, [`${this.base}/request/+`], this.o.cfg.reconnect_ms, this.o.log);
+    if (this.ha) this.haSubs = new Subscriptions(client, [this.ha.statusTopic], this.o.cfg.reconnect_ms, this.o.log, 'warn');
     // PUBACK before the request is handled: mqtt.js acknowledges an incoming QoS 1 message only
     // after handleMessage, and a rejected request's error reply was written before its PUBACK, so a
     // reply that cost the connection left the request unacknowledged and the broker redelivered it
@@ -235,7 +243,7 @@ export class MqttTransport {
     // Fleet requests come on their own connection (startFleet); a persistent session from an older
     // bitad may still hold the shared subscription, which would keep queueing fleet work here.
     if (this.o.cfg.shared_group) client.unsubscribe(`$share/${this.o.cfg.shared_group}/${this.topics.fleet}/request/+`);
-    this.subscribed = this.subs!.subscribe();
+    this.subscribed = Promise.all([this.subs!.subscribe(), this.haSubs?.subscribe()]).then(() => undefined);
     this.publish('state', { state: 'online' }, true);
     this.publish('info', this.o.info(), true);
     this.publishDiscovery();
@@ -425,6 +433,7 @@ export class MqttTransport {
     const client = this.client;
     if (!client) return;
     this.subs?.stop();
+    this.haSubs?.stop();
     this.fleetSubs?.stop();
     // Leave the fleet queue first: while this board drains, new fleet requests go to the others.
     const fleet = this.fleetClient;

@@ -1,7 +1,8 @@
 /**
  * One MQTT connection's subscriptions, made on every connect and checked against the SUBACK. A
  * topic the broker refuses (an ACL, a broker without shared subscriptions) is named in `problem`,
- * which health reports as `degraded`, and asked for again every `retryMs` while connected.
+ * which health reports (as `degraded` for request topics), and asked for again every `retryMs`
+ * while connected.
  *
  * A refusal does not fail the start: on an unattended board a crash loop reloads the model every
  * few seconds and takes the Unix socket down with it, for a fault only the broker's operator can
@@ -34,6 +35,8 @@ export class Subscriptions {
     private readonly topics: readonly string[],
     private readonly retryMs: number,
     private readonly log: Logger,
+    /** How loud a refusal is: 'error' where it keeps requests out, 'warn' where it only costs an extra. */
+    private readonly level: 'error' | 'warn' = 'error',
   ) {}
 
   /** Why not every topic is subscribed, for health; null when all are. */
@@ -68,7 +71,7 @@ export class Subscriptions {
     const now = this.problem;
     // One line per change, not per retry: a refusal can last for days on an unattended board.
     if (now !== before) {
-      if (now) this.log.error({ err, refused: this.refused, retry_ms: this.retryMs }, `mqtt: ${now}; retrying`);
+      if (now) this.log[this.level]({ err, refused: this.refused, retry_ms: this.retryMs }, `mqtt: ${now}; retrying`);
       else this.log.info({ topics: asked }, 'mqtt subscriptions granted');
     }
     if (this.refused.length) this.retry = setTimeout(() => this.retryRefused(), this.retryMs).unref();
