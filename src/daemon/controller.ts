@@ -117,7 +117,7 @@ export class Controller {
           port = this.broker.port;
           log.info({ port }, 'embedded MQTT broker listening on 127.0.0.1');
         }
-        this.mqtt = new MqttTransport({ cfg: { ...cfg.mqtt, host: cfg.mqtt.embedded ? '127.0.0.1' : cfg.mqtt.host }, nodeId: cfg.node_id, port, dispatcher: this.dispatcher, log, info: () => this.info(), homeassistant: cfg.homeassistant });
+        this.mqtt = new MqttTransport({ cfg: { ...cfg.mqtt, host: cfg.mqtt.embedded ? '127.0.0.1' : cfg.mqtt.host }, nodeId: cfg.node_id, port, dispatcher: this.dispatcher, log, info: () => this.info(), homeassistant: cfg.homeassistant, maxPayloadBytes: cfg.limits.max_payload_bytes });
         await this.mqtt.start();
       }
       if (cfg.socket.enabled) {

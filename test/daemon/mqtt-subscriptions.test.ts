@@ -7,6 +7,7 @@ import t from 'tap';
 import { createServer, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt, { type MqttClient } from 'mqtt';
+import pino from 'pino';
 import { startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { startMosquitto, type Mosquitto } from './helpers/mosquitto.js';
 
@@ -93,6 +94,26 @@ t.test('embedded aedes: a retained request is not executed again when the daemon
   await sleep(200);
   t.equal(w.finals.get('ret-aedes'), 1, 'answered once');
   t.equal(d.engine.calls, 1, 'executed once');
+});
+
+t.test('a retained replay over limits.max_payload_bytes is not parsed: logged without a transaction', async (t) => {
+  const warnings: Record<string, unknown>[] = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) });
+  const d = await startDaemon({ embedded: true, port: 0, reconnect_ms: 100 }, undefined, {}, log);
+  t.teardown(() => d.stop());
+  const port = d.controller.broker!.port;
+  const base = d.controller.mqtt!.base;
+  const w = await finalsOf(port, base, 4);
+  t.teardown(() => w.c.endAsync());
+  const big = JSON.stringify({ transaction: 'ret-big', prompt: 'x'.repeat(d.cfg.limits.max_payload_bytes), max_tokens: 3 });
+  await w.c.publishAsync(`${base}/request/generate`, big, { qos: 1, retain: true });
+  t.ok(await until(() => d.rows().some((r) => r.error_code === 'payload_too_large'), 2000), 'answered payload_too_large when published');
+  const connects = d.controller.mqtt!.connects;
+  (d.controller.mqtt as unknown as { client: { stream: { destroy(): void } } }).client.stream.destroy();
+  t.ok(await until(() => d.controller.mqtt!.connects > connects && d.controller.mqtt!.health().retained_dropped === 1, 3000), 'the replay was dropped and counted');
+  const replay = warnings.find((l) => String(l.msg).startsWith('retained request replayed'));
+  t.match(replay, { transaction: null }, 'no transaction read from a payload over the limit');
+  t.equal(d.engine.calls, 0, 'never executed');
 });
 
 t.test('a refused subscription: the daemon starts degraded naming the topic, retries, and is ok once granted', async (t) => {

@@ -30,6 +30,8 @@ export interface MqttTransportOptions {
   connectTimeoutMs?: number;
   /** Home Assistant discovery; off when absent or disabled. */
   homeassistant?: HomeAssistantConfig;
+  /** limits.max_payload_bytes: payloads this transport reads itself (replays, poison) are held to it too. */
+  maxPayloadBytes: number;
 }
 
 /**
@@ -398,8 +400,7 @@ export class MqttTransport {
   /** A redelivered request whose reply cost the connection: an error on the safe default topic, not executed again. */
   private answerPoison(prefix: string, payload: Buffer, correlationData: Buffer | undefined, origin: string): void {
     this.stats.poison_answered++;
-    const parsed = parsePayload(payload, Number.MAX_SAFE_INTEGER);
-    const transaction = parsed.ok ? routingFields(parsed.body).transaction : null;
+    const transaction = this.transactionOf(payload);
     const topic = this.topics.defaultReply(prefix, transaction);
     this.o.log.warn({ transaction, topic }, 'redelivered request whose reply cost the connection: answered, not executed');
     const reply = errorReply(transaction, 'bad_request', 'the broker refused the reply to this request (it cost the connection); it is not executed again');
@@ -413,9 +414,14 @@ export class MqttTransport {
    */
   private dropRetained(prefix: string, kind: string, payload: Buffer): void {
     this.stats.retained_dropped++;
-    const parsed = parsePayload(payload, Number.MAX_SAFE_INTEGER);
-    const transaction = parsed.ok ? routingFields(parsed.body).transaction : null;
+    const transaction = this.transactionOf(payload);
     this.o.log.warn({ prefix, kind: shownKind(kind), transaction }, 'retained request replayed by the broker: not executed (clear it by publishing an empty retained message to its topic)');
+  }
+
+  /** The transaction of a payload the dispatcher would parse; null when over the limit or unreadable. */
+  private transactionOf(payload: Buffer): string | null {
+    const parsed = parsePayload(payload, this.o.maxPayloadBytes);
+    return parsed.ok ? routingFields(parsed.body).transaction : null;
   }
 
   private fingerprint(topic: string, payload: Buffer, responseTopic?: string, correlationData?: Buffer): string {

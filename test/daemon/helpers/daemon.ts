@@ -1,8 +1,8 @@
-/** Boots the real Controller with a FakeEngine, temp data dir and silent logs. */
+/** Boots the real Controller with a FakeEngine, temp data dir and silent logs (unless a test passes its own). */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { buildConfig } from '../../../src/daemon/config/load.js';
 import type { BitadConfig } from '../../../src/daemon/config/schema.js';
 import { Controller } from '../../../src/daemon/controller.js';
@@ -37,13 +37,14 @@ export async function startDaemon(
   mqtt: Record<string, unknown>,
   extra: (c: Record<string, unknown>) => void = () => undefined,
   fake: FakeEngineOptions = {},
+  log: Logger = pino({ level: 'silent' }),
 ): Promise<TestDaemon> {
   const dir = mkdtempSync(join(tmpdir(), 'bitad-test-'));
   const input = testConfigInput(dir, mqtt);
   extra(input);
   const cfg = buildConfig(input, { env: {} });
   const engine = new FakeEngine({ contextLength: 64, chunkDelayMs: 2, ...fake });
-  const controller = new Controller(cfg, { engineFactory: async () => engine, log: pino({ level: 'silent' }) });
+  const controller = new Controller(cfg, { engineFactory: async () => engine, log });
   try {
     await controller.start();
   } catch (e) {
