@@ -14,8 +14,6 @@ const BACKOFF_MAX_MS = 2000;
 export const DEFAULT_RETRIES = 2;
 /** Over MQTT a dead board is silent: this much silence and a request is resent (another board may take it). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
-/** The daemon's largest `deadline_ms` (its request schema): a longer one would be refused with bad_request. */
-export const MAX_DEADLINE_MS = 86_400_000;
 /** setTimeout's largest delay; Node fires longer ones after 1 ms (TimeoutOverflowWarning), so they mean "never" here. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 

@@ -9,8 +9,9 @@
  *   const { stats } = await g.result;
  */
 import { randomUUID } from 'node:crypto';
+import { DEFAULT_MAX_PAYLOAD_BYTES, MAX_DEADLINE_MS } from '../daemon/protocol/limits.js';
 import { transactionProblem } from '../daemon/transport/topics.js';
-import { Call, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_RETRIES, MAX_DEADLINE_MS, type CallEnv, type CallSpec } from './call.js';
+import { Call, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_RETRIES, type CallEnv, type CallSpec } from './call.js';
 import { BitadError } from './errors.js';
 import { SocketTransport } from './socket.js';
 import type { Reply, RequestKind, SendOptions, Transport } from './transport.js';
@@ -32,7 +33,7 @@ export { BitadError, RETRYABLE_CODES, type BitadErrorCode, type ClientErrorCode,
 export type * from './types.js';
 
 /** The daemon's default `limits.max_payload_bytes`. */
-export const DEFAULT_MAX_PAYLOAD_BYTES = 65_536;
+export { DEFAULT_MAX_PAYLOAD_BYTES };
 
 export class BitadClient {
   private readonly calls = new Map<string, Call<unknown>>();

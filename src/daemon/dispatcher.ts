@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
+import { MAX_RECENT_REQUESTS } from './config/schema.js';
 import {
   errorReply,
   parsePayload,
@@ -65,15 +66,13 @@ export interface DispatcherOptions {
 
 const DEDUPE_MAX = 10_000;
 const DEDUPE_TTL_MS = 300_000;
-/** Finished rows kept for telemetry's `recent_requests`: the most `telemetry.recent_requests` may ask for (config/schema.ts). */
-const RECENT_MAX = 100;
 
 export class Dispatcher {
   private readonly seen = new Map<string, { until: number; digest: string }>(); // dedupe key → expiry (performance.now), payload digest
   private readonly owners = new Map<Job, string>(); // job → scope
   private readonly unanswered = new Map<string, number>(); // scope → final replies waiting for their row's commit
   private closing = false;
-  /** The last finished rows (at most RECENT_MAX, oldest first), for telemetry's `recent_requests`. */
+  /** The last finished rows (at most the most `telemetry.recent_requests` may ask for, oldest first), for telemetry. */
   readonly recent: RequestRow[] = [];
   /** Counts and percentiles of the requests finished since the last telemetry message. */
   readonly window = new TelemetryWindow();
@@ -249,7 +248,7 @@ export class Dispatcher {
     this.opts.onFinal?.(row, run);
     this.window.record(row);
     this.recent.push(row);
-    if (this.recent.length > RECENT_MAX) this.recent.shift();
+    if (this.recent.length > MAX_RECENT_REQUESTS) this.recent.shift();
     if (!this.store) {
       safeSend(channel, reply, this.log);
       return;

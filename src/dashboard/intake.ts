@@ -5,13 +5,8 @@
  * from the broker, and from the dashboard's own db after a restart, which an older version wrote).
  */
 
-/**
- * The daemon's own range for `telemetry.interval_s` (src/daemon/config/schema.ts). A window
- * outside it is dropped, not clamped: the stale rule then uses its default (90 s), where 1e12
- * would have meant never stale and -1 stale at once.
- */
-export const WINDOW_S_MIN = 1;
-export const WINDOW_S_MAX = 86_400;
+import { INTERVAL_S_MAX, INTERVAL_S_MIN } from '../daemon/config/schema.js';
+
 /** Reasons are one line on a card; a longer one is a board writing into the page. */
 const REASON_CHARS = 200;
 const STATUS_CHARS = 32;
@@ -28,7 +23,10 @@ const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null 
 export function cleanTelemetry(raw: Json): Json {
   const t: Json = { ...raw };
   const w = t.window_s;
-  if (typeof w !== 'number' || !(w >= WINDOW_S_MIN && w <= WINDOW_S_MAX)) delete t.window_s;
+  // The daemon's own range for `telemetry.interval_s`. A window outside it is dropped, not
+  // clamped: the stale rule then uses its default (90 s), where 1e12 would have meant never stale
+  // and -1 stale at once.
+  if (typeof w !== 'number' || !(w >= INTERVAL_S_MIN && w <= INTERVAL_S_MAX)) delete t.window_s;
   if (typeof t.state === 'string') t.state = t.state.slice(0, STATUS_CHARS);
   else delete t.state;
   for (const k of OBJECT_FIELDS) if (!isObject(t[k])) delete t[k];

@@ -20,3 +20,27 @@ t.test('bitad/client maps to the compiled client, with the TypeScript source as 
   const compiled = `./${build.compilerOptions.outDir}/${entry.types.slice(2).replace(/\.ts$/, '.js')}`;
   t.equal(entry.default, compiled, 'the default entry is where npm run build writes src/client/index.ts');
 });
+
+/** Modules a file loads at run time: value imports and re-exports, static or dynamic (`import type` is erased). */
+function runtimeImports(file: string): string[] {
+  const src = read(file);
+  const specs = [...src.matchAll(/^(?:import|export)\s+(?!type\b)[^;]*?\sfrom\s+'([^']+)'/gm), ...src.matchAll(/\bimport\('([^']+)'\)/g)];
+  return specs.map((m) => m[1]);
+}
+
+t.test('the client loads the daemon\'s limits and topic rules, none of its dependencies but mqtt', async (t) => {
+  const seen = new Set<string>();
+  const packages = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const spec of runtimeImports(file)) {
+      if (spec.startsWith('.')) visit(new URL(spec.replace(/\.js$/, '.ts'), new URL(`file:///${file}`)).pathname.slice(1));
+      else packages.add(spec);
+    }
+  };
+  visit('src/client/index.ts');
+  t.ok(seen.has('src/client/call.ts') && seen.has('src/client/mqtt.ts'), 'the walk follows the client modules');
+  t.same([...packages].filter((p) => !p.startsWith('node:')), ['mqtt'], 'mqtt only, loaded by the MQTT transport');
+  t.same([...seen].filter((f) => !f.startsWith('src/client/')).sort(), ['src/daemon/protocol/limits.ts', 'src/daemon/transport/topics.ts'], 'daemon modules without imports of their own');
+});

@@ -3,6 +3,13 @@
  * unknown keys (`additionalProperties: false` everywhere) and names the BITAD_* environment
  * overrides (one per leaf, see env.ts). Keys are snake_case like every wire/DB key.
  */
+import { DEFAULT_MAX_PAYLOAD_BYTES, MAX_DEADLINE_MS } from '../protocol/limits.js';
+
+/** The most finished requests `telemetry.recent_requests` may list: the dispatcher keeps this many. */
+export const MAX_RECENT_REQUESTS = 100;
+/** The range of `telemetry.interval_s`, which telemetry reports as `window_s` (the dashboard checks it). */
+export const INTERVAL_S_MIN = 1;
+export const INTERVAL_S_MAX = 86_400;
 
 const str = (def?: string, description?: string) => ({
   type: 'string',
@@ -90,10 +97,10 @@ const { default: _rootDefault, ...root } = obj({
     capacity: int(16, 0, 10_000, 'Waiting requests (not counting the running one); a full queue answers busy.'),
   }),
   limits: obj({
-    max_payload_bytes: int(65536, 256, 16 * 1024 * 1024),
+    max_payload_bytes: int(DEFAULT_MAX_PAYLOAD_BYTES, 256, 16 * 1024 * 1024),
     max_tokens: int(1024, 1, 1_000_000, 'Upper bound for max_tokens in a request.'),
     default_max_tokens: int(128, 1, 1_000_000),
-    default_deadline_ms: int(0, 0, 86_400_000, '0 = no deadline unless the request sets one.'),
+    default_deadline_ms: int(0, 0, MAX_DEADLINE_MS, '0 = no deadline unless the request sets one.'),
   }),
   store: obj({
     enabled: bool(true),
@@ -107,9 +114,9 @@ const { default: _rootDefault, ...root } = obj({
   }),
   telemetry: obj({
     enabled: bool(true),
-    interval_s: int(30, 1, 86_400),
+    interval_s: int(30, INTERVAL_S_MIN, INTERVAL_S_MAX),
     load_poll_s: int(10, 1, 3600, 'systeminformation sampling period (its first call takes ~0.5 s).'),
-    recent_requests: int(10, 0, 100, 'Last finished requests listed in each telemetry message (no prompt, no transaction id; every app user can read them); 0 = none.'),
+    recent_requests: int(10, 0, MAX_RECENT_REQUESTS, 'Last finished requests listed in each telemetry message (no prompt, no transaction id; every app user can read them); 0 = none.'),
   }),
   metrics: obj({
     enabled: bool(false, 'Serve Prometheus metrics on http://<host>:<port>/metrics (docs/daemon.md "Metrics").'),

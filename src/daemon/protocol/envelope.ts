@@ -9,6 +9,7 @@
 import { Ajv } from 'ajv';
 import type { ChatMessage, GenerateRequest } from '../../engine/types.js';
 import { topicProblem, transactionProblem } from '../transport/topics.js';
+import { MAX_DEADLINE_MS } from './limits.js';
 
 export type RequestKind = 'generate' | 'chat' | 'cancel' | 'health';
 export const REQUEST_KINDS: readonly RequestKind[] = ['generate', 'chat', 'cancel', 'health'];
@@ -71,7 +72,7 @@ const common = {
   transaction: { type: 'string' },
   type: { type: 'string' }, // socket envelopes name the kind here; checked by the transport
   reply_to: { type: 'string' },
-  deadline_ms: { type: 'integer', minimum: 1, maximum: 86_400_000 },
+  deadline_ms: { type: 'integer', minimum: 1, maximum: MAX_DEADLINE_MS },
 } as const;
 
 const generation = {
