@@ -1,6 +1,7 @@
 """`python3 -m bitatool <command>` (run with models/ on PYTHONPATH, or via `npm run model -- …`)."""
 import argparse
 import importlib
+import os
 import sys
 
 # Each module exposes register(subparsers); it adds its commands with set_defaults(func=...).
@@ -26,7 +27,13 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (OSError, ValueError) as e:  # a missing, unreadable or malformed input or output path
+        if os.environ.get("BITATOOL_TRACEBACK"):
+            raise
+        print(f"bitatool {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

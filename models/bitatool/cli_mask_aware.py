@@ -7,6 +7,8 @@ import json
 import os
 from dataclasses import fields
 
+from .options import add_settings, ranged
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(REPO, "models", "_build")
 BUNDLED = os.path.join(REPO, "models", "tinystories-bita", "checkpoint.pt")
@@ -111,7 +113,7 @@ SETTING_HELP = {
 
 def _common(p) -> None:
     p.add_argument("--shared", help="shared data folder (default: ../shared/data)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=ranged("threads", int), default=1)
 
 
 def register(sub) -> None:
@@ -123,10 +125,7 @@ def register(sub) -> None:
                             "resumable); the output is a fine-tuned model and records so")
     p.add_argument("--model", required=True, help="bitatool checkpoint (.pt) carrying BiTA adapters")
     p.add_argument("--out", required=True, help="output checkpoint (.pt)")
-    for f in fields(MaskAwareSettings):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                       help=SETTING_HELP.get(f.name, " "),
-                       **({"choices": CHOICES[f.name]} if f.name in CHOICES else {}))
+    add_settings(p, MaskAwareSettings, help=SETTING_HELP, choices=CHOICES)
     p.add_argument("--resume", help="training checkpoint to resume from / write (default: in --work)")
     p.add_argument("--stop-after", type=int, help="leave after this many steps of this run (resume later)")
     p.add_argument("--work", default=os.path.join(BUILD, "mask-aware"), help="cache of data and checkpoints")

@@ -8,6 +8,8 @@ import os
 import time
 from dataclasses import asdict, fields
 
+from .options import add_settings, ranged
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(REPO, "models", "_build")
 
@@ -56,11 +58,6 @@ def self_distilled_sets(model, shared: str, n_train: int, n_eval: int, n_new: in
     train = self_distilled(model, encode_paragraphs(sp, train_text), n_train, n_new, seed, BUILD, log=log)
     ev = self_distilled(model, encode_paragraphs(sp, held), n_eval, n_new, seed + 1, BUILD, log=log)
     return train, ev
-
-
-def _add_settings(p, cls) -> None:
-    for f in fields(cls):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
 
 
 def _settings(a, cls):
@@ -154,7 +151,7 @@ def _data_args(p, n_train=2000) -> None:
 def _common(p) -> None:
     p.add_argument("--shared", help="shared data folder (default: ../shared/data)")
     # 1 thread: on a shared, oversubscribed CPU, 2 OpenMP threads measured 5x slower than 1.
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=ranged("threads", int), default=1)
 
 
 def register(sub) -> None:
@@ -181,7 +178,7 @@ def register(sub) -> None:
     p.add_argument("--init-step", type=int, default=0,
                    help="with --init-from: the step it counts as (the learning-rate schedule and data windows "
                         "continue from there; the optimizer starts fresh)")
-    _add_settings(p, DistillSettings)
+    add_settings(p, DistillSettings)
     _common(p)
     p.set_defaults(func=cmd_distill)
 
@@ -190,7 +187,7 @@ def register(sub) -> None:
     p.add_argument("--model", default="stories260k")
     p.add_argument("--out", help="adapters file (.pt); an .eval.json is written next to it")
     _data_args(p)
-    _add_settings(p, BitaSettings)
+    add_settings(p, BitaSettings)
     _common(p)
     p.set_defaults(func=cmd_train_bita)
 

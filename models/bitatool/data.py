@@ -44,9 +44,17 @@ def load_sp(root: str | None = None):
     return spm.SentencePieceProcessor(model_file=shared_path(TOK_MODEL, root))
 
 
+def split_file(path: str) -> tuple[str, str]:
+    """split_text of a file; a file it cannot split (empty, no paragraphs) is a ValueError naming it."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return split_text(f.read())
+        except ValueError as e:
+            raise ValueError(f"{path}: {e} (the text needs paragraphs separated by blank lines)") from e
+
+
 def read_split(root: str | None = None) -> tuple[str, str]:
-    with open(shared_path(TEXT, root), encoding="utf-8") as f:
-        return split_text(f.read())
+    return split_file(shared_path(TEXT, root))
 
 
 def encode_paragraphs(sp, text: str) -> list[list[int]]:

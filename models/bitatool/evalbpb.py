@@ -22,10 +22,9 @@ BOS = 1
 
 def held_out_text(path: str) -> str:
     """The held-out part of a text file: the LAST 10 %, cut at a blank line (bitatool.data's rule)."""
-    from .data import split_text
+    from .data import split_file
 
-    with open(path, encoding="utf-8") as f:
-        return split_text(f.read())[1]
+    return split_file(path)[1]
 
 
 def _encoder(sp_or_tokenizer):

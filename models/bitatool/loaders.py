@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .checkpoint import load_model
+from .checkpoint import load_model, read_blob
 from .model import Llama
 
 
@@ -27,7 +27,7 @@ def read_adapters(path: str) -> tuple[torch.Tensor, torch.Tensor, dict, dict | N
 
     Accepts a save_model checkpoint (config/state/extra) or an adapter-only dict holding
     `mask_embeddings` and `prefix` (optionally under "state", with "extra")."""
-    blob = torch.load(path, map_location="cpu")
+    blob = read_blob(path)
     state = blob.get("state", blob)
     if "mask_embeddings" not in state or "prefix" not in state:
         raise ValueError(f"{path}: no mask_embeddings/prefix (keys: {sorted(state)[:8]})")
