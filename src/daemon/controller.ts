@@ -47,6 +47,9 @@ export async function createEngine(cfg: BitadConfig): Promise<Engine> {
 
 type State = 'created' | 'starting' | 'online' | 'stopping' | 'stopped';
 
+/** Thrown inside start() when stop() was called meanwhile: not a failure, start just ends. */
+class StartAborted extends Error {}
+
 export class Controller {
   readonly log: Logger;
   state: State = 'created';
@@ -69,6 +72,8 @@ export class Controller {
   private watchdogTimer: NodeJS.Timeout | null = null;
   private readonly notifier: SystemdNotifier;
   private startedAt = 0;
+  /** The running start(), which a stop() during start waits for. */
+  private starting: Promise<void> | null = null;
   private lastLoadStored = 0;
 
   constructor(
@@ -82,6 +87,16 @@ export class Controller {
   async start(): Promise<void> {
     if (this.state !== 'created') throw new Error(`cannot start from state ${this.state}`);
     this.state = 'starting';
+    this.starting = this.startParts();
+    await this.starting;
+  }
+
+  /** A stop() during start (SIGTERM while the model loads) ends it here, before anything more opens. */
+  private stillStarting(): void {
+    if (this.state !== 'starting') throw new StartAborted();
+  }
+
+  private async startParts(): Promise<void> {
     const { cfg, log } = this;
     try {
       if (cfg.store.enabled) {
@@ -101,6 +116,7 @@ export class Controller {
       await supervisor.start();
       this.engine = this.supervisor = supervisor;
       log.info({ model: this.engine.info(), load_ms: Math.round(performance.now() - t0) }, 'engine loaded');
+      this.stillStarting();
       this.scheduler = new Scheduler(this.engine, cfg.queue.capacity);
       if (cfg.metrics.enabled) this.metrics = new DaemonMetrics(this.metricsSources());
       this.dispatcher = new Dispatcher(this.scheduler, this.store, () => this.engine?.info().model ?? 'none', () => this.health(), log, {
@@ -135,16 +151,20 @@ export class Controller {
           this.telemetry.start();
         }
       }
+      this.stillStarting();
       this.startedAt = performance.now();
       this.state = 'online';
       await this.notifier.ready(`serving ${this.engine.info().model}`);
       this.startWatchdog();
       log.info({ base: this.mqtt?.base, socket: this.socket ? cfg.socket.path : null, broker_port: this.broker?.port }, 'bitad ready');
     } catch (e) {
-      log.error({ err: e }, 'start failed; stopping what started');
+      if (!(e instanceof StartAborted)) log.error({ err: e }, 'start failed; stopping what started');
+      this.dispatcher?.beginShutdown();
+      await this.scheduler?.drain(cfg.lifecycle.drain_timeout_ms);
       await this.teardown();
       this.state = 'stopped';
-      throw e;
+      if (!(e instanceof StartAborted)) throw e;
+      log.info('stopped before it was ready');
     }
   }
 
@@ -154,9 +174,12 @@ export class Controller {
    */
   async stop(reason = 'stop requested'): Promise<void> {
     if (this.state === 'stopping' || this.state === 'stopped') return;
+    const starting = this.state === 'starting';
     this.state = 'stopping';
     this.log.info({ reason }, 'stopping');
     await this.notifier.stopping();
+    // start() sees the state at its next step and stops what it had opened; its error is its caller's.
+    if (starting) return this.starting?.catch(() => undefined);
     this.dispatcher?.beginShutdown();
     await this.scheduler?.drain(this.cfg.lifecycle.drain_timeout_ms);
     await this.teardown();

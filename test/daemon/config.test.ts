@@ -124,3 +124,11 @@ t.test('the tree section: auto by default within 1–32 rows; bad policies and c
   t.ok(problems(() => buildConfig({ tree: { max_rows: 65 } }, { env: {} })).includes('tree.max_rows: must be <= 64'));
   t.same(problems(() => buildConfig({ model: { tree_budget: 16 } }, { env: {} })), ['model.tree_budget: unknown key'], 'the old key is gone (tree.fixed_rows)');
 });
+
+t.test('a socket path longer than a Unix socket address holds (107 bytes) is a configuration error naming socket.path', async (t) => {
+  const long = `/tmp/${'x'.repeat(110)}/bitad.sock`;
+  t.match(problems(() => buildConfig({ socket: { path: long } }, { env: {} })), [/^socket\.path: .* is 126 bytes; a Unix socket path holds at most 107$/]);
+  t.match(problems(() => buildConfig({ data_dir: `/tmp/${'d'.repeat(110)}` }, { env: {} })), [/^socket\.path: /], 'also the default path under a long data_dir');
+  t.same(problems(() => buildConfig({ data_dir: `/tmp/${'d'.repeat(110)}`, socket: { enabled: false } }, { env: {} })), [], 'no socket, no limit');
+  t.same(problems(() => buildConfig({ socket: { path: `/${'x'.repeat(106)}` } }, { env: {} })), [], '107 bytes fit');
+});

@@ -158,6 +158,31 @@ t.test('an engine that fails every request stops the watchdog after three model 
   await c.stop();
 });
 
+t.test('SIGTERM during the model load: the daemon never goes online, closes the engine and leaves no socket', async (t) => {
+  const log = join(dir, 'notify-load.log');
+  const fake = join(dir, 'systemd-notify-load');
+  writeFileSync(fake, `#!/bin/sh\necho "$*" >> ${log}\n`);
+  chmodSync(fake, 0o755);
+  const notifier = new SystemdNotifier(silent, { NOTIFY_SOCKET: '/run/fake' }, fake);
+  const cfg = buildConfig({ data_dir: join(dir, 'load-stop'), mqtt: { enabled: false }, telemetry: { enabled: false }, log: { level: 'silent' } }, { env: {} });
+  const engine = new FakeEngine();
+  let closed = false;
+  const close = engine.close.bind(engine);
+  engine.close = async () => {
+    closed = true;
+    await close();
+  };
+  const c = new Controller(cfg, { engineFactory: async () => (await sleep(300), engine), log: silent, notifier });
+  const started = c.start();
+  await sleep(50);
+  await c.stop('SIGTERM');
+  await started;
+  t.equal(c.state, 'stopped');
+  t.ok(closed, 'the engine that finished loading is closed');
+  t.notOk(existsSync(cfg.socket.path), 'no socket was opened');
+  t.notMatch(readFileSync(log, 'utf8'), /READY=1/, 'READY is never sent after STOPPING');
+});
+
 t.test('notifications are off when systemd did not ask for them', async (t) => {
   const n = new SystemdNotifier(silent, {}, '/nonexistent/systemd-notify');
   t.equal(n.enabled, false);

@@ -2,7 +2,8 @@ import t from 'tap';
 import { conformance } from './helpers/conformance.js';
 import { startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { socketHarness, type Harness } from './helpers/harness.js';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -41,6 +42,32 @@ t.test('the socket directory it creates is 0750 whatever the umask, even with th
 });
 
 conformance(t, 'socket', () => d, () => h);
+
+t.test('a file at the socket path that is not a socket is refused, never deleted', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-notsock-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'bitad.db');
+  writeFileSync(path, 'precious');
+  const sock = new SocketTransport({ path, dispatcher: d.controller.dispatcher!, maxLineBytes: 4096, maxInFlight: 8, log: pino({ level: 'silent' }) });
+  await t.rejects(sock.start(), /exists and is not a socket/);
+  t.equal(readFileSync(path, 'utf8'), 'precious', 'the file is untouched');
+});
+
+t.test('a stale socket left by a killed daemon is replaced', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-stale-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'bitad.sock');
+  // A bound socket whose file stays behind when its server closes without unlinking (as after SIGKILL).
+  const dead = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`]);
+  t.equal(dead.status, 0);
+  t.ok(lstatSync(path).isSocket(), 'stale socket file exists');
+  const sock = new SocketTransport({ path, dispatcher: d.controller.dispatcher!, maxLineBytes: 4096, maxInFlight: 8, log: pino({ level: 'silent' }) });
+  await sock.start();
+  t.teardown(() => sock.stop());
+  const c = connect(path);
+  await new Promise((r) => c.once('connect', r));
+  c.destroy();
+});
 
 t.test('a client that disconnects cancels its requests', async (t) => {
   const sock = connect(d.cfg.socket.path);

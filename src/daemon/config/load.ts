@@ -68,12 +68,23 @@ export function buildConfig(input: unknown, opts: BuildOptions = {}): BitadConfi
     // <base_topic>/fleet/request/+ is the shared fleet queue; a node of that name would also own it.
     throw new ConfigError(['node_id: "fleet" is reserved when mqtt.shared_group is set']);
   }
+  const socketProblem = socketPathProblem(cfg);
+  if (socketProblem) throw new ConfigError([socketProblem]);
   if (cfg.tree.min_rows > cfg.tree.max_rows) {
     throw new ConfigError([`tree.min_rows: ${cfg.tree.min_rows} is above tree.max_rows (${cfg.tree.max_rows})`]);
   }
   // aedes speaks MQTT 3.1.1 only (platform-notes): the embedded broker forces protocol 4.
   if (cfg.mqtt.embedded) cfg.mqtt.protocol_version = 4;
   return cfg;
+}
+
+/** Linux sun_path is 108 bytes with the terminating NUL; a longer path is silently truncated by bind. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+function socketPathProblem(cfg: BitadConfig): string | null {
+  const bytes = Buffer.byteLength(cfg.socket.path);
+  if (!cfg.socket.enabled || bytes <= MAX_SOCKET_PATH_BYTES) return null;
+  return `socket.path: ${cfg.socket.path} is ${bytes} bytes; a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES}`;
 }
 
 /**

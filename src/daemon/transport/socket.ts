@@ -7,7 +7,7 @@
  * End of input ends the last line even without its newline. A connection whose last MAX_BAD_LINES
  * lines were all not requests is closed (see there).
  */
-import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
@@ -25,18 +25,25 @@ export interface SocketTransportOptions {
   log: Logger;
 }
 
-/** Refuses to steal the socket of a running daemon; removes a stale file left by a crash. */
+/**
+ * Refuses to steal the socket of a running daemon; removes a stale socket left by a crash. Only a
+ * socket that refuses connections is stale: any other file at the path (a mistyped `socket.path`
+ * naming the database, say) or a socket we may not connect to (another user's live daemon) is left
+ * alone and fails the start.
+ */
 async function clearStale(path: string): Promise<void> {
-  if (!existsSync(path)) return;
-  const alive = await new Promise<boolean>((resolve) => {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st) return;
+  if (!st.isSocket()) throw new Error(`socket.path ${path} exists and is not a socket; not removing it`);
+  const refused = await new Promise<string | null>((resolve) => {
     const s = connect(path);
     s.once('connect', () => {
       s.destroy();
-      resolve(true);
+      resolve(null);
     });
-    s.once('error', () => resolve(false));
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
   });
-  if (alive) throw new Error(`socket ${path} is in use by another process`);
+  if (refused !== 'ECONNREFUSED') throw new Error(`socket ${path} is in use by another process${refused ? ` (${refused})` : ''}`);
   unlinkSync(path);
 }
 
