@@ -159,10 +159,7 @@ export class Controller {
       log.info({ base: this.mqtt?.base, socket: this.socket ? cfg.socket.path : null, broker_port: this.broker?.port }, 'bitad ready');
     } catch (e) {
       if (!(e instanceof StartAborted)) log.error({ err: e }, 'start failed; stopping what started');
-      this.dispatcher?.beginShutdown();
-      await this.scheduler?.drain(cfg.lifecycle.drain_timeout_ms);
-      await this.teardown();
-      this.state = 'stopped';
+      await this.shutDown();
       if (!(e instanceof StartAborted)) throw e;
       log.info('stopped before it was ready');
     }
@@ -180,11 +177,16 @@ export class Controller {
     await this.notifier.stopping();
     // start() sees the state at its next step and stops what it had opened; its error is its caller's.
     if (starting) return this.starting?.catch(() => undefined);
+    await this.shutDown();
+    this.log.info('stopped');
+  }
+
+  /** New requests refused, the queue drained (the running generation within drain_timeout_ms), then everything closed. */
+  private async shutDown(): Promise<void> {
     this.dispatcher?.beginShutdown();
     await this.scheduler?.drain(this.cfg.lifecycle.drain_timeout_ms);
     await this.teardown();
     this.state = 'stopped';
-    this.log.info('stopped');
   }
 
   private async teardown(): Promise<void> {
