@@ -32,22 +32,52 @@ export interface Summary {
   mean_accepted_tokens: number | null;
 }
 
-export function summarize(rows: RequestRow[]): Summary {
-  const ok = rows.filter((r) => r.outcome === 'ok');
-  const errors: Record<string, number> = {};
-  for (const r of rows) if (r.outcome !== 'ok') errors[r.error_code ?? 'unknown'] = (errors[r.error_code ?? 'unknown'] ?? 0) + 1;
-  const acc = ok.map((r) => r.mean_accepted_tokens).filter((x): x is number => x !== null);
-  return {
-    requests: rows.length,
-    ok: ok.length,
-    errors,
-    ttft_ms: dist(ok.map((r) => r.ttft_ms)),
-    tpot_ms: dist(ok.map((r) => r.tpot_ms)),
-    total_ms: dist(ok.map((r) => r.total_ms)),
-    queue_ms: dist(ok.map((r) => r.queue_ms)),
-    tokens_per_s: dist(ok.map((r) => r.tokens_per_s)),
-    mean_accepted_tokens: acc.length ? acc.reduce((a, b) => a + b, 0) / acc.length : null,
-  };
+/**
+ * The counting rules of a Summary: requests, ok, errors by code, mean accepted tokens over the ok
+ * rows that have it. One place for `summarize` (all rows at hand) and the telemetry window (rows
+ * one at a time, percentiles from a sample of the ok ones).
+ */
+export class RowTally {
+  private requests = 0;
+  private ok = 0;
+  private errors: Record<string, number> = {};
+  private acceptedSum = 0;
+  private acceptedN = 0;
+
+  add(r: RequestRow): void {
+    this.requests++;
+    if (r.outcome !== 'ok') {
+      const code = r.error_code ?? 'unknown';
+      this.errors[code] = (this.errors[code] ?? 0) + 1;
+      return;
+    }
+    this.ok++;
+    if (r.mean_accepted_tokens !== null) {
+      this.acceptedSum += r.mean_accepted_tokens;
+      this.acceptedN++;
+    }
+  }
+
+  /** These counts, with latency percentiles over `okRows` (every ok row, or a sample of them). */
+  summary(okRows: readonly RequestRow[]): Summary {
+    return {
+      requests: this.requests,
+      ok: this.ok,
+      errors: this.errors,
+      ttft_ms: dist(okRows.map((r) => r.ttft_ms)),
+      tpot_ms: dist(okRows.map((r) => r.tpot_ms)),
+      total_ms: dist(okRows.map((r) => r.total_ms)),
+      queue_ms: dist(okRows.map((r) => r.queue_ms)),
+      tokens_per_s: dist(okRows.map((r) => r.tokens_per_s)),
+      mean_accepted_tokens: this.acceptedN ? this.acceptedSum / this.acceptedN : null,
+    };
+  }
+}
+
+export function summarize(rows: readonly RequestRow[]): Summary {
+  const tally = new RowTally();
+  for (const r of rows) tally.add(r);
+  return tally.summary(rows.filter((r) => r.outcome === 'ok'));
 }
 
 /** "30m", "24h", "7d", "90s" or an ISO date → epoch ms. */

@@ -5,7 +5,7 @@
  * included. Counts and the mean accepted tokens are exact at any rate; the latency percentiles
  * come from a bounded uniform sample of the window's ok requests, so memory stays flat.
  */
-import { summarize, type Summary } from '../store/stats.js';
+import { RowTally, type Summary } from '../store/stats.js';
 import type { RequestRow } from '../store/store.js';
 
 /**
@@ -16,11 +16,7 @@ import type { RequestRow } from '../store/store.js';
 export const WINDOW_SAMPLE = 1000;
 
 export class TelemetryWindow {
-  private requests = 0;
-  private ok = 0;
-  private errors: Record<string, number> = {};
-  private acceptedSum = 0;
-  private acceptedN = 0;
+  private tally = new RowTally();
   /** Ok rows seen this window; the sample holds a uniform choice of at most `sampleSize` of them. */
   private okSeen = 0;
   private sample: RequestRow[] = [];
@@ -32,31 +28,15 @@ export class TelemetryWindow {
   ) {}
 
   record(row: RequestRow): void {
-    this.requests++;
-    if (row.outcome !== 'ok') {
-      const code = row.error_code ?? 'unknown';
-      this.errors[code] = (this.errors[code] ?? 0) + 1;
-      return;
-    }
-    this.ok++;
-    if (row.mean_accepted_tokens !== null) {
-      this.acceptedSum += row.mean_accepted_tokens;
-      this.acceptedN++;
-    }
-    this.keepSample(row);
+    this.tally.add(row);
+    if (row.outcome === 'ok') this.keepSample(row);
   }
 
   /** The window's summary; the next window starts empty. */
   take(): Summary {
-    const s: Summary = {
-      ...summarize(this.sample),
-      requests: this.requests,
-      ok: this.ok,
-      errors: this.errors,
-      mean_accepted_tokens: this.acceptedN ? this.acceptedSum / this.acceptedN : null,
-    };
-    this.requests = this.ok = this.acceptedSum = this.acceptedN = this.okSeen = 0;
-    this.errors = {};
+    const s = this.tally.summary(this.sample);
+    this.tally = new RowTally();
+    this.okSeen = 0;
     this.sample = [];
     return s;
   }
