@@ -49,7 +49,9 @@ export interface BoardView {
   errors: number | null;
   window_s: number | null;
   health: string | null;
-  /** Its tokens/s counts toward the fleet's: fresh telemetry (online or degraded) and an engine that is not down. */
+  /** Fresh telemetry (online or degraded): its last window stands for now and counts in the totals. */
+  reporting: boolean;
+  /** Its tokens/s counts toward the fleet's: reporting, and an engine that is not down. */
   serving: boolean;
   last_seen: number | null;
 }
@@ -197,6 +199,7 @@ export class Fleet {
       errors: errorCount(t.errors),
       window_s: num(t.window_s),
       health: str(t.state),
+      reporting: reporting(st.status),
       serving: reporting(st.status) && (t.components as Components | undefined)?.engine?.status !== 'down',
       last_seen: b.telemetryTs ?? b.stateTs,
     };
@@ -216,7 +219,7 @@ export class Fleet {
     const t: FleetTotals = { boards: views.length, online: 0, degraded: 0, stale: 0, offline: 0, tokens_per_s: 0, requests: 0, errors: 0, queue_depth: 0 };
     for (const v of views) {
       t[v.status]++;
-      if (!reporting(v.status)) continue;
+      if (!v.reporting) continue;
       if (v.serving) t.tokens_per_s += v.tokens_per_s ?? 0;
       t.requests += v.requests ?? 0;
       t.errors += v.errors ?? 0;

@@ -206,7 +206,7 @@ function appendPoints(views) {
     const xs = c.data[0];
     for (const v of views) {
       const i = c.nodes.indexOf(v.node);
-      if (i < 0 || v.last_seen === null || (v.status !== 'online' && v.status !== 'degraded')) continue;
+      if (i < 0 || v.last_seen === null || !v.reporting) continue;
       const x = Math.floor(v.last_seen / 1000 / bucket) * bucket;
       let k = xs.length - 1;
       if (k < 0 || x > xs[k]) {
