@@ -23,10 +23,15 @@ def read_blob(path: str):
 
 
 def load_model(path: str) -> Llama:
+    return load_model_and_extra(path)[0]
+
+
+def load_model_and_extra(path: str) -> tuple[Llama, dict]:
+    """The model and the checkpoint's `extra` (what save_model recorded), from one read of the file."""
     blob = read_blob(path)
     if not isinstance(blob, dict) or "config" not in blob:
         raise ValueError(f"{path}: not a bitatool checkpoint (no config; adapters or a training checkpoint?)")
     c = Config.from_dict(blob["config"])
     m = Llama(c)
     m.load_state_dict(blob["state"])
-    return m.eval()
+    return m.eval(), blob.get("extra") or {}

@@ -1,10 +1,12 @@
 """CLI commands: import, tokenizer conversion, export, quantisation, packaging, bits per byte."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
+
+from .options import HelpFormatter, ranged
+from .outputs import add_force, check_package_dir
 
 
 def log(msg: str) -> None:
@@ -82,6 +84,7 @@ def cmd_package(a) -> int:
     from .mask_aware import fine_tuned_of
     from .package import write_package
 
+    check_package_dir(a.out, a.force)
     _threads()
     meta, tok = {}, a.tokenizer
     if os.path.isdir(a.model):  # HF folder: its tokenizer, special ids and chat template
@@ -143,58 +146,64 @@ def cmd_bpb(a) -> int:
 def cmd_stories260k(a) -> int:
     from .stories260k import DEFAULT_ADAPTERS, DEFAULT_OUT, DEFAULT_SHARED, build
 
+    out = a.out or DEFAULT_OUT
+    check_package_dir(out, a.force, own=DEFAULT_OUT)
     _threads()
     adapters = None if a.no_adapters else (a.adapters or DEFAULT_ADAPTERS)
-    build(shared=a.shared or DEFAULT_SHARED, out=a.out or DEFAULT_OUT, adapters=adapters,
+    build(shared=a.shared or DEFAULT_SHARED, out=out, adapters=adapters,
           variants=tuple(a.variants.split(",")), measure=not a.fast, log=log)
     return 0
 
 
 def register(sub) -> None:
-    F = argparse.ArgumentDefaultsHelpFormatter
+    F = HelpFormatter
     p = sub.add_parser("import-llama2c", help="llama2.c .bin (legacy v0) -> bitatool checkpoint", formatter_class=F)
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="output .pt (bitatool.checkpoint)")
     p.add_argument("--tokenizer", help="llama2.c tokenizer.bin to convert alongside")
     p.add_argument("--tokenizer-out", help="tokenizer.json path (default: next to --out)")
-    p.add_argument("--max-positions", type=int)
+    p.add_argument("--max-positions", type=ranged("max_positions", int),
+                   help="cap the context (default: the checkpoint's seq_len)")
     p.set_defaults(func=cmd_import_llama2c)
 
     p = sub.add_parser("import-hf", help="Hugging Face folder (config.json, *.safetensors) -> checkpoint",
                        formatter_class=F)
     p.add_argument("folder")
-    p.add_argument("--out", required=True)
-    p.add_argument("--tokenizer-out", help="where tokenizer.json goes (converted from tokenizer.model if needed)")
-    p.add_argument("--max-positions", type=int, help="cap the context (default: max_position_embeddings)")
+    p.add_argument("--out", required=True, help="output .pt (bitatool.checkpoint)")
+    p.add_argument("--tokenizer-out", help="where tokenizer.json goes, converted from tokenizer.model if needed "
+                   "(default: next to --out)")
+    p.add_argument("--max-positions", type=ranged("max_positions", int),
+                   help="cap the context (default: max_position_embeddings)")
     p.set_defaults(func=cmd_import_hf)
 
     p = sub.add_parser("convert-tokenizer", help="sentencepiece .model or llama2.c .bin -> tokenizer.json",
                        formatter_class=F)
     p.add_argument("source")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output tokenizer.json")
     p.set_defaults(func=cmd_convert_tokenizer)
 
     p = sub.add_parser("export", help="model (.pt, llama2.c .bin or HF folder) -> fp32 ONNX graph", formatter_class=F)
     p.add_argument("model")
     p.add_argument("--adapters", help="BiTA adapters to attach (checkpoint or adapter-only file)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output .onnx")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quantize", help="fp32 graph -> weight-only int8 or 4-bit graph", formatter_class=F)
     p.add_argument("src")
-    p.add_argument("--out", required=True)
-    p.add_argument("--bits", type=int, choices=(8, 4), default=8)
+    p.add_argument("--out", required=True, help="output .onnx")
+    p.add_argument("--bits", type=int, choices=(8, 4), default=8, help="8: int8 per output column; 4: blocks of 32")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("package", help="model + tokenizer.json -> package folder (docs/package-format.md)",
                        formatter_class=F)
     p.add_argument("model")
     p.add_argument("--tokenizer", help="tokenizer.json (default: the HF folder's own)")
-    p.add_argument("--adapters")
-    p.add_argument("--out", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--license", default="MIT")
-    p.add_argument("--variants", default="fp32,int8")
+    p.add_argument("--adapters", help="BiTA adapters to attach (checkpoint or adapter-only file)")
+    p.add_argument("--out", required=True, help="package folder: new or empty, unless --force")
+    add_force(p, "the package files in a non-empty --out folder (one being served, too)")
+    p.add_argument("--name", required=True, help="the manifest's name")
+    p.add_argument("--license", default="MIT", help="the manifest's license")
+    p.add_argument("--variants", default="fp32,int8", help="comma-separated graphs: fp32, int8, int8w, int4")
     p.add_argument("--default", help="variant served by default (default: the last one)")
     p.set_defaults(func=cmd_package)
 
@@ -204,7 +213,8 @@ def register(sub) -> None:
     p.add_argument("--tokenizer", help="sentencepiece .model (default: stories260K's tok512.model)")
     p.add_argument("--text", help="text file (default: shared tinystories_val_subset.txt)")
     p.add_argument("--whole-file", action="store_true", help="score the whole file, not its held-out last 10%%")
-    p.add_argument("--max-paragraphs", type=int)
+    p.add_argument("--max-paragraphs", type=ranged("max_paragraphs", int),
+                   help="score only the first N paragraphs (default: all)")
     p.add_argument("--int8", action="store_true", help="also score int8-rounded weights (torch)")
     p.add_argument("--no-baseline", action="store_true", help="do not add stories260K")
     p.add_argument("--shared", help="shared data folder (default: ../shared/data)")
@@ -213,9 +223,11 @@ def register(sub) -> None:
     p = sub.add_parser("stories260k", help="build stories260K's BiTA package into models/stories260K-bita/package",
                        formatter_class=F)
     p.add_argument("--shared", help="shared data folder (default: ../shared/data)")
-    p.add_argument("--out", help="package folder (default: models/stories260K-bita/package)")
+    p.add_argument("--out", help="package folder; another than the default must be new or empty, unless --force "
+                   "(default: models/stories260K-bita/package, rebuilt in place)")
+    add_force(p, "the package files in a non-empty --out folder")
     p.add_argument("--adapters", help="adapters file (default: models/stories260K-bita/adapters.pt)")
     p.add_argument("--no-adapters", action="store_true", help="build a plain package")
-    p.add_argument("--variants", default="fp32,int8,int8w,int4")
+    p.add_argument("--variants", default="fp32,int8,int8w,int4", help="comma-separated graphs")
     p.add_argument("--fast", action="store_true", help="skip bits-per-byte and onnxruntime measurements")
     p.set_defaults(func=cmd_stories260k)

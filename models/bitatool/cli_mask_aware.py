@@ -2,12 +2,12 @@
 guards of bitatool.quality, for a model next to a reference)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import fields
 
-from .options import add_settings, ranged
+from .options import HelpFormatter, add_settings, ranged
+from .outputs import add_force, check_trained_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(REPO, "models", "_build")
@@ -43,19 +43,18 @@ def _training_data(model, shared: str, a):
 
 
 def cmd_train_mask_aware(a) -> int:
-    from .checkpoint import load_model, save_model
+    from .checkpoint import load_model_and_extra, save_model
     from .mask_aware import MaskAwareSettings, anchor_model, fine_tuned_record, source_of, train_mask_aware
-    import torch
 
+    ckpt = a.resume or os.path.join(a.work, "mask-aware-" + os.path.basename(a.out) + ".ckpt")
+    check_trained_file(a.out, ckpt, a.force)
     shared = _setup(a)
     os.makedirs(a.work, exist_ok=True)
-    model = load_model(a.model)
-    input_extra = torch.load(a.model, map_location="cpu").get("extra") or {}
+    model, input_extra = load_model_and_extra(a.model)
     source = source_of(a.model)
     sp, held, seqs, text = _training_data(model, shared, a)
     s = MaskAwareSettings(**{f.name: getattr(a, f.name) for f in fields(MaskAwareSettings)})
     teacher, anchor_source = anchor_model(s, shared)
-    ckpt = a.resume or os.path.join(a.work, "mask-aware-" + os.path.basename(a.out) + ".ckpt")
     model, info = train_mask_aware(model, seqs, text, s, ckpt=ckpt, source=source, stop_after=a.stop_after,
                                    teacher=teacher, log=log)
     if not info["done"]:
@@ -98,8 +97,12 @@ SETTING_HELP = {
     "batch": "self-distilled sequences per step carrying mask groups",
     "groups": "packed mask groups per sequence",
     "text_batch": "real-text windows per step (KL + CE anchor)",
+    "text_len": "tokens per real-text window",
     "lr_base": "peak lr of the base weights (not stated in the issue; a quarter of distill's 4e-3)",
     "lr_adapters": "peak lr of masks and prefix (train-bita's 3e-2)",
+    "warmup": "warm-up steps (linear, then cosine)",
+    "min_lr_frac": "final lr, as a fraction of each peak",
+    "weight_decay": "AdamW weight decay",
     "mask_weight": "weight of the packed mask groups' CE",
     "anchor_kl": "weight of KL(original || model) on every normal row",
     "anchor_ce": "weight of CE on real text (the issue's experiment: 0.3)",
@@ -113,27 +116,32 @@ SETTING_HELP = {
 
 def _common(p) -> None:
     p.add_argument("--shared", help="shared data folder (default: ../shared/data)")
-    p.add_argument("--threads", type=ranged("threads", int), default=1)
+    p.add_argument("--threads", type=ranged("threads", int), default=1, help="torch threads")
 
 
 def register(sub) -> None:
     from .mask_aware import CHOICES, MaskAwareSettings
 
-    F = argparse.ArgumentDefaultsHelpFormatter
+    F = HelpFormatter
     p = sub.add_parser("train-mask-aware", formatter_class=F,
                        help="jointly train base + BiTA adapters of a model we own (anchored to the original; "
                             "resumable); the output is a fine-tuned model and records so")
     p.add_argument("--model", required=True, help="bitatool checkpoint (.pt) carrying BiTA adapters")
-    p.add_argument("--out", required=True, help="output checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="output checkpoint (.pt); one that exists without this run's "
+                   "checkpoint (--resume) is refused unless --force")
+    add_force(p, "an --out this run did not write")
     add_settings(p, MaskAwareSettings, help=SETTING_HELP, choices=CHOICES)
-    p.add_argument("--resume", help="training checkpoint to resume from / write (default: in --work)")
-    p.add_argument("--stop-after", type=int, help="leave after this many steps of this run (resume later)")
+    p.add_argument("--resume", help="training checkpoint to resume from / write "
+                   "(default: <work>/mask-aware-<out name>.ckpt)")
+    p.add_argument("--stop-after", type=ranged("stop_after", int),
+                   help="leave after this many steps of this run, to resume later (default: run to --steps)")
     p.add_argument("--work", default=os.path.join(BUILD, "mask-aware"), help="cache of data and checkpoints")
-    p.add_argument("--n-train", type=int, default=2000, help="self-distilled sequences (the original's greedy answers)")
-    p.add_argument("--n-new", type=int, default=160)
-    p.add_argument("--data-seed", type=int, default=11)
+    p.add_argument("--n-train", type=ranged("n_train", int), default=2000,
+                   help="self-distilled sequences (the original's greedy answers)")
+    p.add_argument("--n-new", type=ranged("n_new", int), default=160, help="greedy tokens per prompt")
+    p.add_argument("--data-seed", type=int, default=11, help="prompt choice")
     p.add_argument("--int8", action="store_true", help="answers from the int8-rounded original (int8w package)")
-    p.add_argument("--eval-paragraphs", type=int, default=100, help="held-out paragraphs for agreement and bpb")
+    p.add_argument("--eval-paragraphs", type=ranged("eval_paragraphs", int), default=100, help="held-out paragraphs for agreement and bpb")
     _common(p)
     p.set_defaults(func=cmd_train_mask_aware)
 
@@ -143,11 +151,13 @@ def register(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--reference", default=BUNDLED if os.path.exists(BUNDLED) else None,
                    help="reference (original) model; its figures are shown next to the checkpoint's")
-    p.add_argument("--paragraphs", type=int, default=100, help="held-out paragraphs for bpb and agreement")
-    p.add_argument("--prompts", type=int, default=64, help="held-out prompts continued greedily and sampled")
-    p.add_argument("--n-new", type=int, default=160, help="tokens per continuation")
+    p.add_argument("--paragraphs", type=ranged("paragraphs", int), default=100,
+                   help="held-out paragraphs for bpb and agreement")
+    p.add_argument("--prompts", type=ranged("prompts", int), default=64,
+                   help="held-out prompts continued greedily and sampled")
+    p.add_argument("--n-new", type=ranged("n_new", int), default=160, help="tokens per continuation")
     p.add_argument("--seed", type=int, default=5, help="prompts and sampling seed")
     p.add_argument("--int8", action="store_true", help="measure the int8-rounded weights (what int8w serves)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(p)
     p.set_defaults(func=cmd_quality)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from .options import HelpFormatter, ranged
+
 
 def run(args) -> int:
     import torch
@@ -36,14 +38,14 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("ngram", help="count a model's n-gram draft table on its own greedy output",
-                       description=__doc__)
+                       description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help='"stories260k" (from ../shared/data) or a checkpoint .pt')
     p.add_argument("--quant", choices=["none", "int8"], default="none",
-                   help="generate with the int8-rounded weights the package serves (default: none)")
-    p.add_argument("--n", type=int, default=2000, help="self-distilled sequences (default 2000)")
-    p.add_argument("--new-tokens", type=int, default=160, help="greedy tokens per sequence (default 160)")
-    p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--threads", type=int, default=2)
+                   help="generate with the int8-rounded weights the package serves")
+    p.add_argument("--n", type=ranged("n", int), default=2000, help="self-distilled sequences")
+    p.add_argument("--new-tokens", type=ranged("new_tokens", int), default=160, help="greedy tokens per sequence")
+    p.add_argument("--seed", type=int, default=11, help="prompt choice")
+    p.add_argument("--threads", type=ranged("threads", int), default=2, help="torch threads")
     p.add_argument("--out", required=True, help="where to write the table (ngram.bin; a .json sidecar too)")
     p.add_argument("--attach", help="also copy it into this package folder and record it in its manifest")
     p.set_defaults(func=run)

@@ -15,6 +15,9 @@ import math
 import os
 import time
 
+from .options import HelpFormatter, ranged
+from .outputs import add_force, check_package_dir
+
 INIT_STD = 0.02  # GPT-2/LLaMA-style init: keeps activations and logits O(1), hence finite
 
 
@@ -139,6 +142,7 @@ def run(a) -> int:
 
     from .package import VARIANTS
 
+    check_package_dir(a.out, a.force)
     torch.set_num_threads(a.threads)  # Debian's torch defaults to 1
     variants = [v for v in a.variant.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -159,24 +163,24 @@ def run(a) -> int:
 
 
 def register(sub) -> None:
-    import argparse
-
     p = sub.add_parser("random-graph", help="random-weight LLaMA graph with random BiTA adapters (timing only)",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder (graphs + manifest.json); never commit it")
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=1376, help="SwiGLU hidden width")
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--max-positions", type=int, default=512)
-    p.add_argument("--masks", type=int, default=3, help="BiTA mask tokens M")
-    p.add_argument("--prefix", type=int, default=16, help="BiTA prefix slots P per layer")
-    p.add_argument("--seed", type=int, default=0)
+                       description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--out", required=True, help="output folder (graphs + manifest.json), new or empty unless "
+                   "--force; never commit it")
+    add_force(p, "the files in a non-empty --out folder")
+    p.add_argument("--dim", type=ranged("dim", int), default=512, help="model width")
+    p.add_argument("--layers", type=ranged("layers", int), default=8, help="transformer layers")
+    p.add_argument("--heads", type=ranged("heads", int), default=8, help="attention heads")
+    p.add_argument("--kv-heads", type=ranged("kv_heads", int), default=4, help="key/value heads (grouped-query)")
+    p.add_argument("--hidden", type=ranged("hidden", int), default=1376, help="SwiGLU hidden width")
+    p.add_argument("--vocab", type=ranged("vocab", int), default=32000, help="vocabulary size")
+    p.add_argument("--max-positions", type=ranged("max_positions", int), default=512, help="context length")
+    p.add_argument("--masks", type=ranged("masks", int), default=3, help="BiTA mask tokens M")
+    p.add_argument("--prefix", type=ranged("prefix", int), default=16, help="BiTA prefix slots P per layer")
+    p.add_argument("--seed", type=int, default=0, help="weights (the adapters use seed + 1)")
     p.add_argument("--variant", default="int8w",
                    help="comma-separated graph variants (fp32, int8, int8w, int4); the first is the default")
     p.add_argument("--no-fp32", action="store_true", help="do not keep the fp32 graph the variants come from")
     p.add_argument("--name", help="manifest name (default: random-<N>m)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=ranged("threads", int), default=2, help="torch threads")
     p.set_defaults(func=run)

@@ -2,16 +2,17 @@
 and the recipe that rebuilds the bundled default model."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from dataclasses import asdict, fields
 
-from .options import add_settings, ranged
+from .options import HelpFormatter, add_settings, ranged
+from .outputs import add_force, check_package_dir, check_trained_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(REPO, "models", "_build")
+BUNDLE = os.path.join(REPO, "models", "tinystories-bita")
 
 
 def log(msg: str) -> None:
@@ -76,6 +77,7 @@ def cmd_gen_data(a) -> int:
 def cmd_distill(a) -> int:
     from .distill import DistillSettings, distill
 
+    check_trained_file(a.out, a.out + ".ckpt", a.force)  # distill's resumable checkpoint
     _threads(a.threads)
     distill(a.out, _settings(a, DistillSettings), root=_shared(a), log=log, init=a.init_from, init_step=a.init_step)
     return 0
@@ -102,6 +104,9 @@ def train_and_eval(model, s, train, ev, out: str | None, ckpt: str | None, extra
 def cmd_train_bita(a) -> int:
     from .bita_train import BitaSettings
 
+    # The resumable checkpoint stays in the git-ignored build folder, next to nothing committed.
+    ckpt = os.path.join(BUILD, "ckpt-" + os.path.basename(a.out) + ".ckpt") if a.out else None
+    check_trained_file(a.out, ckpt, a.force)
     _threads(a.threads)
     shared = _shared(a)
     base = load_base(a.model, shared)
@@ -111,8 +116,6 @@ def cmd_train_bita(a) -> int:
                                         "seed": a.data_seed, "int8_teacher": a.int8,
                                         "prompts": "train: first 90% of tinystories_val_subset.txt; "
                                                    "eval: held-out last 10%"}}
-    # The resumable checkpoint stays in the git-ignored build folder, next to nothing committed.
-    ckpt = os.path.join(BUILD, "ckpt-" + os.path.basename(a.out) + ".ckpt") if a.out else None
     train_and_eval(base, s, train, ev, a.out, ckpt, extra)
     return 0
 
@@ -135,74 +138,109 @@ def cmd_eval_masks(a) -> int:
 def cmd_build_default(a) -> int:
     from .default_model import build_default
 
+    out = a.out or BUNDLE
+    check_package_dir(out, a.force, own=BUNDLE)
     _threads(a.threads)
-    build_default(_shared(a), a.out, log=log, skip_ort=a.no_ort, recipe=a.recipe)
+    build_default(_shared(a), out, log=log, skip_ort=a.no_ort, recipe=a.recipe)
     return 0
 
 
+DISTILL_HELP = {
+    "dim": "student width", "n_layers": "student layers", "n_heads": "attention heads",
+    "n_kv_heads": "key/value heads (grouped-query attention)", "hidden_dim": "SwiGLU hidden width",
+    "steps": "training steps (a larger value later extends a finished run)", "batch": "sequences per step",
+    "seq_len": "tokens per sequence", "lr": "peak learning rate (AdamW; linear warm-up, then cosine)",
+    "min_lr_frac": "final learning rate, as a fraction of the peak", "warmup": "warm-up steps",
+    "weight_decay": "AdamW weight decay", "kl_weight": "weight of KL to the teacher's soft targets",
+    "ce_weight": "weight of CE on the real next token",
+    "teacher_sample_frac": "fraction of each batch drawn from teacher samples",
+    "teacher_samples": "sequences sampled (temperature 1) from the teacher, from BOS",
+    "seed": "init, teacher samples and data order", "ckpt_every": "steps between resumable checkpoints",
+}
+
+BITA_HELP = {
+    "n_masks": "BiTA mask tokens M (tokens drafted per step)", "n_prefix": "prefix K/V slots P per layer",
+    "steps": "training steps", "batch": "sequences per step", "groups": "packed mask groups per sequence",
+    "lr": "peak learning rate of masks and prefix table (AdamW; linear warm-up, then cosine)",
+    "mlp_lr": "peak learning rate of the prefix reparameterisation MLP",
+    "min_lr_frac": "final learning rate, as a fraction of the peak", "warmup": "warm-up steps",
+    "weight_decay": "AdamW weight decay", "prefix_dropout": "dropout on the prefix K/V table while training",
+    "reparam_hidden": "hidden width of the prefix reparameterisation MLP (0: train the table directly; "
+                      "folded before export)",
+    "seed": "init, data order and group offsets", "ckpt_every": "steps between resumable checkpoints",
+}
+
+
 def _data_args(p, n_train=2000) -> None:
-    p.add_argument("--n-train", type=int, default=n_train, help="self-distilled training sequences")
-    p.add_argument("--n-eval", type=int, default=200, help="held-out self-distilled sequences")
-    p.add_argument("--n-new", type=int, default=160, help="greedy tokens per prompt")
-    p.add_argument("--data-seed", type=int, default=11)
+    p.add_argument("--n-train", type=ranged("n_train", int), default=n_train, help="self-distilled training sequences")
+    p.add_argument("--n-eval", type=ranged("n_eval", int), default=200, help="held-out self-distilled sequences")
+    p.add_argument("--n-new", type=ranged("n_new", int), default=160, help="greedy tokens per prompt")
+    p.add_argument("--data-seed", type=int, default=11, help="prompt choice")
     p.add_argument("--int8", action="store_true", help="targets from the int8-rounded model (int8 package)")
 
 
 def _common(p) -> None:
     p.add_argument("--shared", help="shared data folder (default: ../shared/data)")
     # 1 thread: on a shared, oversubscribed CPU, 2 OpenMP threads measured 5x slower than 1.
-    p.add_argument("--threads", type=ranged("threads", int), default=1)
+    p.add_argument("--threads", type=ranged("threads", int), default=1, help="torch threads")
 
 
 def register(sub) -> None:
-    F = argparse.ArgumentDefaultsHelpFormatter
+    F = HelpFormatter
     from .bita_train import BitaSettings
     from .distill import DistillSettings
 
     p = sub.add_parser("gen-data", help="greedy self-distilled (prompt, answer) data, cached in models/_build",
                        formatter_class=F)
     p.add_argument("--model", default="stories260k", help="'stories260k', a .pt checkpoint or a llama2.c .bin")
-    p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--n-train", type=int, default=2000)
-    p.add_argument("--n-eval", type=int, default=200)
-    p.add_argument("--n-new", type=int, default=160)
+    p.add_argument("--seed", type=int, default=11, help="prompt choice (the held-out set uses seed + 1)")
+    p.add_argument("--n-train", type=ranged("n_train", int), default=2000, help="self-distilled training sequences")
+    p.add_argument("--n-eval", type=ranged("n_eval", int), default=200, help="held-out self-distilled sequences")
+    p.add_argument("--n-new", type=ranged("n_new", int), default=160, help="greedy tokens per prompt")
     p.add_argument("--int8", action="store_true", help="answers from the int8-rounded model")
     _common(p)
     p.set_defaults(func=cmd_gen_data)
 
     p = sub.add_parser("distill", help="train a base model by distilling stories260K (resumable)",
                        formatter_class=F)
-    p.add_argument("--out", default=os.path.join(BUILD, "default", "student.pt"))
+    p.add_argument("--out", default=os.path.join(BUILD, "default", "student.pt"),
+                   help="student checkpoint; its resumable checkpoint is <out>.ckpt, and an --out that exists "
+                        "without one is refused unless --force")
+    add_force(p, "an --out this run did not write")
     p.add_argument("--init-from", help="start from this bitatool checkpoint's base weights (e.g. the bundle's "
                    "checkpoint.pt; adapters dropped) instead of a random init, when --out has no checkpoint yet")
-    p.add_argument("--init-step", type=int, default=0,
+    p.add_argument("--init-step", type=ranged("init_step", int), default=0,
                    help="with --init-from: the step it counts as (the learning-rate schedule and data windows "
                         "continue from there; the optimizer starts fresh)")
-    add_settings(p, DistillSettings)
+    add_settings(p, DistillSettings, help=DISTILL_HELP)
     _common(p)
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("train-bita", help="train BiTA adapters (prefix K/V + masks) on a frozen model, "
                        "then evaluate them on held-out self-distilled text", formatter_class=F)
-    p.add_argument("--model", default="stories260k")
-    p.add_argument("--out", help="adapters file (.pt); an .eval.json is written next to it")
+    p.add_argument("--model", default="stories260k", help="'stories260k', a .pt checkpoint or a llama2.c .bin")
+    p.add_argument("--out", help="adapters file (.pt); an .eval.json is written next to it; one that exists "
+                   "without this run's checkpoint (models/_build/ckpt-<name>.ckpt) is refused unless --force")
+    add_force(p, "an --out this run did not write")
     _data_args(p)
-    add_settings(p, BitaSettings)
+    add_settings(p, BitaSettings, help=BITA_HELP)
     _common(p)
     p.set_defaults(func=cmd_train_bita)
 
     p = sub.add_parser("eval-masks", help="per-depth top-1/top-k mask accuracy on held-out self-distilled text",
                        formatter_class=F)
-    p.add_argument("--model", default="stories260k")
+    p.add_argument("--model", default="stories260k", help="'stories260k', a .pt checkpoint or a llama2.c .bin")
     p.add_argument("--adapters", help="adapters file (or omit when the checkpoint carries them)")
-    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--k", type=ranged("k", int), default=5, help="top-k accuracy reported next to top-1")
     _data_args(p)
     _common(p)
     p.set_defaults(func=cmd_eval_masks)
 
     p = sub.add_parser("build-default", help="the recipe: rebuild models/tinystories-bita from ../shared/data",
                        formatter_class=F)
-    p.add_argument("--out", default=os.path.join(REPO, "models", "tinystories-bita"))
+    p.add_argument("--out", help="package folder; another than the default must be new or empty, unless --force "
+                   "(default: models/tinystories-bita, rebuilt in place)")
+    add_force(p, "the package files in a non-empty --out folder")
     p.add_argument("--no-ort", action="store_true", help="skip the onnxruntime-node int8 agreement measurement")
     p.add_argument("--recipe", choices=["v2", "v3"], default="v2",
                    help="v2: the bundle (1200 distillation steps, frozen-base adapters); v3: the measured candidate "

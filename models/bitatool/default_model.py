@@ -26,7 +26,7 @@ import torch
 
 from .bita_eval import mask_accuracy
 from .bita_train import BitaSettings, save_adapters, train_bita
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model_and_extra, save_model
 from .data import BUILD, TEACHER, TEXT, TOK_MODEL, encode_paragraphs, generate, load_sp, read_split, self_distilled, shared_path
 from .distill import DistillSettings, distill, text_stream
 from .evalbpb import bits_per_byte
@@ -88,7 +88,7 @@ def _distilled_base(shared: str, work: str, settings: DistillSettings, log) -> t
     t = time.time()
     if not (os.path.exists(student_path) and torch.load(student_path + ".ckpt")["step"] >= settings.steps):
         distill(student_path, settings, root=shared, log=log, workdir=work)
-    return load_model(student_path), torch.load(student_path)["extra"], round(time.time() - t)
+    return (*load_model_and_extra(student_path), round(time.time() - t))
 
 
 def _answers(q, sp, train_text: str, held: str, work: str, log) -> tuple[list, list]:

@@ -1,13 +1,16 @@
 """Ranges of the numeric command-line options, one table for every command. They are checked while
 arguments are parsed, so a value out of range stops a command before it loads or trains anything,
-with argparse's usual one-line error naming the option (exit 2)."""
+with argparse's usual one-line error naming the option (exit 2). Also the --help formatter of every
+command (each option's default stated once)."""
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
 
 AT_LEAST_1 = {"steps", "batch", "seq_len", "groups", "text_batch", "text_len", "ckpt_every", "dim", "n_layers",
-              "n_heads", "n_kv_heads", "hidden_dim", "teacher_samples", "n_masks", "threads"}
+              "n_heads", "n_kv_heads", "hidden_dim", "teacher_samples", "n_masks", "threads",
+              "max_positions", "max_paragraphs", "n_train", "n_eval", "n_new", "k", "stop_after", "eval_paragraphs",
+              "paragraphs", "prompts", "n", "new_tokens", "layers", "heads", "kv_heads", "hidden", "vocab"}
 FRACTIONS = {"min_lr_frac", "teacher_sample_frac", "prefix_dropout"}  # 0..1
 ANY = {"seed", "data_seed"}  # every other number must be >= 0
 
@@ -35,12 +38,21 @@ def ranged(name: str, kind: type):
     return parse
 
 
-def add_settings(p, cls, help: dict | None = None, choices: dict | None = None) -> None:
-    """One option per field of the settings dataclass `cls` (--field-name), typed and ranged."""
+def add_settings(p, cls, help: dict, choices: dict | None = None) -> None:
+    """One option per field of the settings dataclass `cls` (--field-name), typed and ranged;
+    help: a text for every field."""
     for f in fields(cls):
         kind = type(f.default)
         extra = {"choices": choices[f.name]} if choices and f.name in choices else {}
-        if help is not None:
-            extra["help"] = help.get(f.name, " ")
-        p.add_argument("--" + f.name.replace("_", "-"), default=f.default,
+        p.add_argument("--" + f.name.replace("_", "-"), default=f.default, help=help[f.name],
                        type=ranged(f.name, kind) if kind in (int, float) else kind, **extra)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)", added only where the help text does not state its default itself,
+    and left off where there is none to state (None, a flag that is off)."""
+
+    def _get_help_string(self, action):
+        if "(default" in action.help or action.default is None or action.default is False or action.required:
+            return action.help
+        return super()._get_help_string(action)

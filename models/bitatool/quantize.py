@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 import numpy as np
 import onnx
 import torch
+from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from .export import drop_unused_initializers
@@ -62,6 +64,20 @@ def fake_quant_int8(model: Llama) -> Llama:
 
 
 # --- graph helpers --------------------------------------------------------------------------------
+
+def load_graph(src: str) -> onnx.ModelProto:
+    """onnx.load, with a file that is not an ONNX model (text, a torch checkpoint, an empty file)
+    reported as a ValueError naming it."""
+    try:
+        with warnings.catch_warnings():  # protobuf's RuntimeWarning on such bytes repeats the error
+            warnings.simplefilter("ignore", RuntimeWarning)
+            g = onnx.load(src)
+    except DecodeError as e:
+        raise ValueError(f"{src}: not an ONNX model ({e})") from e
+    if not g.ir_version or not g.graph.node:  # protobuf reads an empty file as an empty model
+        raise ValueError(f"{src}: not an ONNX model (no ir_version or no graph nodes)")
+    return g
+
 
 def _inits(g: onnx.ModelProto) -> dict:
     return {i.name: i for i in g.graph.initializer}
@@ -125,7 +141,7 @@ def quantize_int8(src: str, dst: str, compute: str = "int8") -> None:
         return _quantize_int8_storage(src, dst)
     if compute != "int8":
         raise ValueError(f"compute must be 'int8' or 'fp32', not {compute!r}")
-    g = onnx.load(src)
+    g = load_graph(src)
     for n, b in list(_matmul_weights(g)):
         q, s = int8_columns(b)
         w = n.input[1]
@@ -196,7 +212,7 @@ def _quantize_gather_int8(g) -> None:
 
 
 def _quantize_int8_storage(src: str, dst: str) -> None:
-    g = onnx.load(src)
+    g = load_graph(src)
     inits = _inits(g)
     emb, _ = _tied_embedding(g)
     new_nodes = []
@@ -270,7 +286,7 @@ def _matmul_nbits(a: str, out: str, w_name: str, k: int, n: int, name: str, bq: 
 
 
 def quantize_4bit(src: str, dst: str) -> None:
-    g = onnx.load(src)
+    g = load_graph(src)
     for n, b in list(_matmul_weights(g)):
         w = n.input[1]
         if len(_consumers(g, w)) != 1:

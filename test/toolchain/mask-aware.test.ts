@@ -28,6 +28,11 @@ function progress(log: string): Map<number, { mask: number; moved: number }> {
   return out;
 }
 
+t.test('train-mask-aware reads its --model checkpoint once', async (t) => {
+  const r = JSON.parse(py(['test/toolchain/py/mask_aware_tiny.py', 'loads', TINY_PT, tempDir(t, 'mask-aware-')])) as { loads: number };
+  t.equal(r.loads, 1, 'one torch.load of --model (the model and its extra from the same read)');
+});
+
 t.test('train-mask-aware: loss falls, online targets follow the model, provenance recorded and packaged', async (t) => {
   const dir = ROOT; // online.pt is the tuned model of the quality test below
   const fast = ['--steps', '30', '--lr-base', '1e-2', '--lr-adapters', '5e-2'];
