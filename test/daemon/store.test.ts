@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -92,6 +92,33 @@ t.test('a locked database degrades the store, keeps the rows and writes them onc
   other.close();
   t.ok(await waitFor(() => s.health().status === 'ok'), 'back to ok once the lock is gone');
   t.same(s.requestsSince(0).map((r) => r.txn), ['while-locked'], 'the buffered row landed');
+});
+
+t.test('a database file deleted or replaced while the store runs is reopened: later rows land in the file at the path', async (t) => {
+  const p = join(dir, 'deleted.db');
+  const s = new Store(p);
+  t.teardown(() => s.close());
+  const rowsAtPath = () => {
+    const reader = new Database(p, { readonly: true, fileMustExist: true });
+    try {
+      return (reader.prepare('SELECT txn FROM requests ORDER BY id').all() as { txn: string }[]).map((r) => r.txn);
+    } finally {
+      reader.close();
+    }
+  };
+  s.recordRequest(row({ txn: 'before' }));
+  s.flush();
+  rmSync(p); // `rm var/bitad.db` to clear the log; its -wal and -shm stay behind
+  s.recordRequest(row({ txn: 'after-rm' }));
+  s.flush();
+  t.same(rowsAtPath(), ['after-rm'], 'a new file at the path holds the row written after the delete');
+  const other = join(dir, 'replacement.db');
+  new Store(other).close();
+  renameSync(other, p); // a file moved over it (a restored backup)
+  s.recordRequest(row({ txn: 'after-mv' }));
+  s.flush();
+  t.same(rowsAtPath(), ['after-mv'], 'the file moved in holds the row written after the move');
+  t.match(s.health(), { status: 'ok', buffered: 0, dropped: 0 });
 });
 
 t.test('the buffer keeps at most max_buffered_rows: the oldest rows are dropped and counted', async (t) => {

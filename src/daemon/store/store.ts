@@ -11,7 +11,7 @@
  * retried with backoff, and `health()` says `degraded` with the reason until a write succeeds.
  * Nothing is thrown from a timer or from record*().
  */
-import { chmodSync, closeSync, fchmodSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, fchmodSync, openSync, statSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
@@ -130,6 +130,8 @@ const TRIM_SQL = {
 } as const;
 /** The database files (and their -wal/-shm) are private to the service group (the data dir: private-dirs.ts). */
 const FILE_MODE = 0o640;
+const FILE_SUFFIXES = ['', '-wal', '-shm'] as const;
+type FileSuffix = (typeof FILE_SUFFIXES)[number];
 
 type Pending = { table: 'requests'; row: RequestRow } | { table: 'load'; row: LoadSampleRow };
 type Table = Pending['table'];
@@ -151,6 +153,11 @@ export function migrate(db: Database.Database): number {
 
 export class Store {
   private conn: Database.Database | null = null;
+  /**
+   * Device and inode of the files `conn` has open (the database and its -wal, -shm): a different
+   * database file (or none) at the path means it was deleted or replaced.
+   */
+  private opened: Record<FileSuffix, FileId | null> = { '': null, '-wal': null, '-shm': null };
   private insertRequest: Database.Statement | null = null;
   private insertLoad: Database.Statement | null = null;
   /** Rows not yet in the file, oldest first. */
@@ -282,8 +289,9 @@ export class Store {
       throw e;
     }
     // SQLite gives -wal/-shm the database file's mode; tighten files an older bitad left wider.
-    for (const suffix of ['', '-wal', '-shm']) tryChmod(this.path + suffix, FILE_MODE);
+    for (const suffix of FILE_SUFFIXES) tryChmod(this.path + suffix, FILE_MODE);
     this.conn = db;
+    for (const suffix of FILE_SUFFIXES) this.opened[suffix] = fileId(this.path + suffix);
     return db;
   }
 
@@ -321,7 +329,7 @@ export class Store {
   /** One attempt to open (if needed) and write every pending row in one transaction. */
   private write(): void {
     try {
-      const db = this.conn ?? this.open();
+      const db = this.connection();
       const batch = this.pending;
       let refused = 0;
       db.transaction(() => {
@@ -337,6 +345,33 @@ export class Store {
       this.trimIfDue(db);
     } catch (e) {
       this.failed(e);
+    }
+  }
+
+  /** The open connection, or a new one when the file at the path is no longer the one it has open. */
+  private connection(): Database.Database {
+    if (this.conn && !sameFile(this.opened[''], fileId(this.path))) this.dropOrphan();
+    return this.conn ?? this.open();
+  }
+
+  /**
+   * `rm bitad.db` (or a file moved over it) leaves the connection writing into a file no path
+   * names: `bitad stats` would not see those rows and they would vanish at close, with the store
+   * saying ok. So that connection is closed and the caller opens, or creates, the file at the path.
+   * SQLite does not checkpoint a moved database at close and leaves its -wal: opened beside the
+   * file moved in, that WAL's pages would be laid over it (seen in test/daemon/store.test.ts), so
+   * the -wal and -shm still at the path that are the orphan's own are removed.
+   */
+  private dropOrphan(): void {
+    this.opts.log?.warn({ path: this.path }, 'store file was deleted or replaced while open; writing to the file at its path from now on');
+    try {
+      this.conn!.close();
+    } catch (e) {
+      this.opts.log?.warn({ err: e }, 'closing the deleted store file failed');
+    }
+    this.conn = null;
+    for (const suffix of ['-wal', '-shm'] as const) {
+      if (sameFile(this.opened[suffix], fileId(this.path + suffix))) unlinkSync(this.path + suffix);
     }
   }
 
@@ -413,6 +448,21 @@ export class Store {
     this.commitScheduled = null;
     this.loadTimer = null;
   }
+}
+
+interface FileId {
+  dev: number;
+  ino: number;
+}
+
+/** Which file the path names now; null when there is none. */
+function fileId(path: string): FileId | null {
+  const st = statSync(path, { throwIfNoEntry: false });
+  return st ? { dev: st.dev, ino: st.ino } : null;
+}
+
+function sameFile(a: FileId | null, b: FileId | null): boolean {
+  return a !== null && b !== null && a.dev === b.dev && a.ino === b.ino;
 }
 
 /** Creates the database file with FILE_MODE (umask-proof) before SQLite would create it 0644. */
