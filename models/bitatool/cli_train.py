@@ -2,6 +2,7 @@
 and the recipe that rebuilds the bundled default model."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -101,11 +102,20 @@ def train_and_eval(model, s, train, ev, out: str | None, ckpt: str | None, extra
     return info
 
 
+def _resume_checkpoint(out: str | None) -> str | None:
+    """train-bita's resumable checkpoint: in the git-ignored build folder (next to nothing committed),
+    named by --out's base name and a digest of its absolute path, so runs into different folders
+    never resume each other."""
+    if not out:
+        return None
+    digest = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:12]
+    return os.path.join(BUILD, f"ckpt-{os.path.basename(out)}-{digest}.ckpt")
+
+
 def cmd_train_bita(a) -> int:
     from .bita_train import BitaSettings
 
-    # The resumable checkpoint stays in the git-ignored build folder, next to nothing committed.
-    ckpt = os.path.join(BUILD, "ckpt-" + os.path.basename(a.out) + ".ckpt") if a.out else None
+    ckpt = _resume_checkpoint(a.out)
     check_trained_file(a.out, ckpt, a.force)
     _threads(a.threads)
     shared = _shared(a)
@@ -220,7 +230,7 @@ def register(sub) -> None:
                        "then evaluate them on held-out self-distilled text", formatter_class=F)
     p.add_argument("--model", default="stories260k", help="'stories260k', a .pt checkpoint or a llama2.c .bin")
     p.add_argument("--out", help="adapters file (.pt); an .eval.json is written next to it; one that exists "
-                   "without this run's checkpoint (models/_build/ckpt-<name>.ckpt) is refused unless --force")
+                   "without this run's checkpoint (models/_build/ckpt-<name>-<path digest>.ckpt) is refused unless --force")
     add_force(p, "an --out this run did not write")
     _data_args(p)
     add_settings(p, BitaSettings, help=BITA_HELP)

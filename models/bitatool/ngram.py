@@ -102,13 +102,16 @@ def attach(package_dir: str, ngram_path: str, log=print) -> None:
     mpath = os.path.join(package_dir, "manifest.json")
     with open(mpath) as f:
         manifest = json.load(f)
+    # Checked before anything in the package changes: a wrong table must not replace a good one.
+    with open(ngram_path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[:4] != MAGIC or struct.unpack("<i", head[4:8])[0] != manifest["architecture"]["vocab_size"]:
+        raise ValueError(f"{ngram_path}: not an n-gram table for this package's vocabulary")
     dst = os.path.join(package_dir, "ngram.bin")
     if os.path.abspath(dst) != os.path.abspath(ngram_path):
-        shutil.copyfile(ngram_path, dst)
-    with open(dst, "rb") as f:
-        head = f.read(8)
-    if head[:4] != MAGIC or struct.unpack("<i", head[4:8])[0] != manifest["architecture"]["vocab_size"]:
-        raise ValueError(f"{ngram_path}: not an n-gram table for this package's vocabulary")
+        # Copy, then rename: an interrupted attach leaves the old table, which the manifest names.
+        shutil.copyfile(ngram_path, dst + ".tmp")
+        os.replace(dst + ".tmp", dst)
     manifest["files"]["ngram.bin"] = file_entry(dst)
     manifest["drafts"] = {"ngram": {"file": "ngram.bin"}}
     side = ngram_path + ".json"

@@ -42,3 +42,40 @@ print(json.dumps({"V": V, "cases": [[c, predict(c)] for c in probe], "sizes": {n
   t.equal(mismatches, 0, `${cases.length} contexts predicted alike`);
   t.ok(unknown > 0 && unknown < cases.length, 'cases include unknown contexts and known ones');
 });
+
+// attach() copied the table into the package before checking it: a table for another vocabulary (or
+// not a table at all) replaced the package's ngram.bin, then failed, leaving the manifest's sha256
+// naming the old file — a package the daemon refuses to load.
+t.test('attach refuses a wrong table and leaves the package as it was', async (t) => {
+  const dir = tempDir(t);
+  const out = py(['-c', `
+import hashlib, json, os, sys
+from bitatool.ngram import attach, count_tables, write_ngram
+pkg = sys.argv[1]
+os.makedirs(pkg)
+write_ngram(os.path.join(pkg, "ngram.bin"), count_tables([([1, 2, 3, 4, 2, 3, 4], 1)]), 512)
+sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+manifest = {"architecture": {"vocab_size": 512}, "files": {"ngram.bin": {"sha256": sha(os.path.join(pkg, "ngram.bin"))}}}
+json.dump(manifest, open(os.path.join(pkg, "manifest.json"), "w"))
+before = open(os.path.join(pkg, "ngram.bin"), "rb").read()
+other = os.path.join(os.path.dirname(pkg), "other.bin")
+results = {}
+for name, write in [("vocab", lambda p: write_ngram(p, count_tables([([5, 6, 7, 5, 6, 7], 1)]), 700)),
+                    ("junk", lambda p: open(p, "wb").write(b"not a table at all"))]:
+    write(other)
+    try:
+        attach(pkg, other, log=lambda *_: None)
+        err = None
+    except ValueError as e:
+        err = str(e)
+    results[name] = {"error": err, "unchanged": open(os.path.join(pkg, "ngram.bin"), "rb").read() == before,
+                     "sha_matches": json.load(open(os.path.join(pkg, "manifest.json")))["files"]["ngram.bin"]["sha256"] == sha(os.path.join(pkg, "ngram.bin"))}
+print(json.dumps(results))
+`, join(dir, 'pkg')]);
+  const results = JSON.parse(out) as Record<string, { error: string | null; unchanged: boolean; sha_matches: boolean }>;
+  for (const [name, r] of Object.entries(results)) {
+    t.match(r.error, /not an n-gram table for this package's vocabulary/, `${name}: refused`);
+    t.ok(r.unchanged, `${name}: the package's ngram.bin is untouched`);
+    t.ok(r.sha_matches, `${name}: the manifest still matches the file`);
+  }
+});
