@@ -6,6 +6,7 @@ import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { MAX_CLIENTS } from '../../src/daemon/transport/socket.js';
 
 async function open(path: string): Promise<Socket> {
   const sock = connect(path);
@@ -226,4 +227,32 @@ t.test('lines that are not requests do not cut off a client that also sends requ
   const finals = r.finals();
   t.equal(finals.length, 300, 'one final reply per line');
   t.same(finals.filter((f) => f.status === 'ok').map((f) => f.transaction), ['h0', 'h1', 'h2']);
+});
+
+t.test(`connections beyond ${MAX_CLIENTS} are answered busy and closed; a freed place takes the next client`, async (t) => {
+  const d = await startDaemon({ enabled: false });
+  t.teardown(() => d.stop());
+  // Each holds a line it never finishes (the daemon keeps up to max_payload_bytes of it): without
+  // a cap, 2000 such connections with 60 KB each grew a daemon by 167 MB.
+  const held: Socket[] = [];
+  for (let i = 0; i < MAX_CLIENTS; i++) {
+    const s = await open(d.cfg.socket.path);
+    s.write('{"type":"generate","prompt":"' + 'a'.repeat(2000));
+    held.push(s);
+  }
+  t.teardown(() => held.forEach((s) => s.destroy()));
+  const extra = await open(d.cfg.socket.path);
+  const r = reader(extra);
+  const closed = new Promise<boolean>((res) => extra.once('close', () => res(true)));
+  extra.write(line({ type: 'health', transaction: 'h-extra' }));
+  t.ok(await Promise.race([closed, sleep(3000).then(() => false)]), 'the connection over the cap is closed');
+  t.match(r.finals(), [{ transaction: null, status: 'error', error: { code: 'busy', message: `too many socket connections (${MAX_CLIENTS})` } }], 'with one busy line first');
+  t.match((d.controller.health().components as Record<string, unknown>).socket, { clients: MAX_CLIENTS, refused_clients: 1 });
+  held.pop()!.destroy();
+  await sleep(100);
+  const next = await open(d.cfg.socket.path);
+  const rn = reader(next);
+  next.write(line({ type: 'health', transaction: 'h-next' }));
+  t.match(await rn.waitFinals(1, 3000), [{ transaction: 'h-next', status: 'ok' }], 'a client that comes once a place is free is served');
+  next.destroy();
 });

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { createPrivateDirs } from '../private-dirs.js';
 import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
 import type { ComponentHealth } from '../health.js';
-import type { ErrorCode, FinalReply, Reply } from '../protocol/envelope.js';
+import { errorReply, type ErrorCode, type FinalReply, type Reply } from '../protocol/envelope.js';
 
 export interface SocketTransportOptions {
   path: string;
@@ -57,6 +57,16 @@ async function clearStale(path: string): Promise<void> {
 const CHUNK_DROP_BYTES = 256 * 1024;
 
 /**
+ * Connections open at once; one more is answered `busy` (transaction null) and closed. Each holds
+ * up to max_payload_bytes of a line it has not finished, so without a cap the connections alone
+ * grew a daemon without bound: 2000 of them with 60 KB each took 167 MB (a client that opens a
+ * connection per request and never closes them gets there by itself). With the cap it is at most
+ * ≈ 256 × 64 KiB = 16 MiB by default; one generation runs at a time, so 256 is far beyond any
+ * use that waits for its answers.
+ */
+export const MAX_CLIENTS = 256;
+
+/**
  * A client that reached end of input with requests in flight is either half-closed (`nc`: still
  * reading) or gone: at EOF they look the same. A zero-byte write tells them apart on a Unix stream
  * socket (EPIPE once the peer has fully closed, 0 after a half-close; checked with strace), so
@@ -89,7 +99,14 @@ const NOT_REQUEST_CODES: ReadonlySet<ErrorCode> = new Set(['bad_json', 'payload_
 interface ConnectionContext {
   o: SocketTransportOptions;
   clients: Set<Socket>;
-  counters: { droppedChunks: number; pausedClients: number; cutOffClients: number };
+  counters: Counters;
+}
+
+interface Counters {
+  droppedChunks: number;
+  pausedClients: number;
+  cutOffClients: number;
+  refusedClients: number;
 }
 
 /**
@@ -296,7 +313,8 @@ export class SocketTransport {
   private server: Server | null = null;
   private readonly clients = new Set<Socket>();
   private nextId = 0;
-  private readonly counters = { droppedChunks: 0, pausedClients: 0, cutOffClients: 0 };
+  private readonly counters: Counters = { droppedChunks: 0, pausedClients: 0, cutOffClients: 0, refusedClients: 0 };
+  private refusing = false; // at MAX_CLIENTS: the first refusal of a run is logged
 
   constructor(private readonly o: SocketTransportOptions) {}
 
@@ -305,7 +323,7 @@ export class SocketTransport {
     await clearStale(this.o.path);
     // allowHalfOpen: a client that closes its sending side (`printf … | nc -U`) still gets its
     // answers; we end the connection once its last request has been answered.
-    const server = createServer({ allowHalfOpen: true }, (sock) => new Connection(sock, `socket:${++this.nextId}`, { o: this.o, clients: this.clients, counters: this.counters }));
+    const server = createServer({ allowHalfOpen: true }, (sock) => this.accept(sock));
     // umask during bind so the file never exists with wider permissions than 0660.
     const old = process.umask(0o117);
     try {
@@ -324,11 +342,30 @@ export class SocketTransport {
     this.o.log.info({ path: this.o.path }, 'socket listening');
   }
 
+  private accept(sock: Socket): void {
+    if (this.clients.size >= MAX_CLIENTS) {
+      this.refuse(sock);
+      return;
+    }
+    this.refusing = false;
+    new Connection(sock, `socket:${++this.nextId}`, { o: this.o, clients: this.clients, counters: this.counters });
+  }
+
+  /** One `busy` line, then closed (not left half-open: a peer that never closes would keep its file descriptor). */
+  private refuse(sock: Socket): void {
+    this.counters.refusedClients++;
+    if (!this.refusing) this.o.log.warn({ clients: this.clients.size }, `socket connection refused: ${MAX_CLIENTS} connections open`);
+    this.refusing = true;
+    sock.on('error', () => undefined);
+    const reply = errorReply(null, 'busy', `too many socket connections (${MAX_CLIENTS})`);
+    sock.end(JSON.stringify(reply) + '\n', () => sock.destroy());
+  }
+
   health(): ComponentHealth {
     if (!this.server) return { status: 'down', reason: 'not listening' };
     let unsent = 0;
     for (const c of this.clients) unsent += c.writableLength;
-    return { status: 'ok', clients: this.clients.size, clients_not_reading: this.counters.pausedClients, unsent_bytes: unsent, dropped_chunks: this.counters.droppedChunks, cut_off_clients: this.counters.cutOffClients };
+    return { status: 'ok', clients: this.clients.size, clients_not_reading: this.counters.pausedClients, unsent_bytes: unsent, dropped_chunks: this.counters.droppedChunks, cut_off_clients: this.counters.cutOffClients, refused_clients: this.counters.refusedClients };
   }
 
   async stop(): Promise<void> {
