@@ -122,3 +122,47 @@ t.test('the unterminated last line is answered after the complete lines before i
   const replies = await halfCloseWith(txns.map((txn) => JSON.stringify({ type: 'health', transaction: txn })).join('\n'));
   t.same(replies.map((r) => r.transaction), txns);
 });
+
+/** Connects, sends one health request, resolves with its reply (or the connect error's code). */
+function healthOver(path: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.setEncoding('utf8');
+    let buf = '';
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    s.on('data', (chunk: string) => {
+      buf += chunk;
+      if (!buf.includes('\n')) return;
+      s.destroy();
+      resolve((JSON.parse(buf) as { status: string }).status);
+    });
+    s.on('connect', () => s.write('{"type":"health"}\n'));
+  });
+}
+
+t.test('a socket file deleted while running (rm -rf of its directory) is bound again; a file put in its place is left alone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-sockgone-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'var/bitad.sock');
+  const sock = new SocketTransport({ path, dispatcher: d.controller.dispatcher!, maxLineBytes: 4096, maxInFlight: 8, log: pino({ level: 'silent' }) });
+  await sock.start();
+  t.teardown(() => sock.stop());
+  const client = await socketHarness(path);
+  t.teardown(() => client.close());
+  rmSync(join(dir, 'var'), { recursive: true });
+  t.equal(await healthOver(path), 'ENOENT', 'nobody can connect while the file is gone');
+  let answer = 'ENOENT';
+  for (let i = 0; i < 40 && answer !== 'ok'; i++) {
+    await sleep(100);
+    answer = await healthOver(path);
+  }
+  t.equal(answer, 'ok', 'a new client is answered within 4 s');
+  t.equal(statSync(path).mode & 0o777, 0o660, 'the new socket file has the same mode');
+  t.match(await client.send('health', {}).final, { status: 'ok' }, 'a client connected before is still served');
+  rmSync(path);
+  writeFileSync(path, 'precious');
+  await sleep(2500);
+  t.match(sock.health(), { status: 'down', reason: `${path} is no longer this daemon's socket and is not one; nobody can connect` });
+  await sock.stop();
+  t.equal(readFileSync(path, 'utf8'), 'precious', 'the file is neither replaced nor deleted at stop');
+});

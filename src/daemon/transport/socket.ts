@@ -1,13 +1,14 @@
 /**
  * Unix socket transport: newline-delimited JSON, one request per line with a `type` field
  * (generate | chat | cancel | health), replies as lines in the MQTT envelopes. The socket file is
- * created with mode 0660 (owner and group only). A client that disconnects cancels its requests;
- * one that does not read its replies is no longer read from (backpressure) and loses chunk replies
- * past CHUNK_DROP_BYTES; each connection may have socket.max_in_flight generations in flight.
+ * created with mode 0660 (owner and group only), and again if it is deleted while running. A
+ * client that disconnects cancels its requests; one that does not read its replies is no longer
+ * read from (backpressure) and loses chunk replies past CHUNK_DROP_BYTES; each connection may have
+ * socket.max_in_flight generations in flight, and at most MAX_CLIENTS connections are open.
  * End of input ends the last line even without its newline. A connection whose last MAX_BAD_LINES
  * lines were all not requests is closed (see there).
  */
-import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
@@ -65,6 +66,21 @@ const CHUNK_DROP_BYTES = 256 * 1024;
  * use that waits for its answers.
  */
 export const MAX_CLIENTS = 256;
+
+/**
+ * How often the socket path is checked. A socket file deleted under a running daemon (`rm -rf var/`
+ * to clear the log, a cleaner in /tmp) left it listening on a file no path names: every new
+ * client got ENOENT ("is bitad running?") until a restart, while health said the socket was ok.
+ * So a path found empty is bound again (within this time); one found holding another file is left
+ * alone and health says the socket is down.
+ */
+const PATH_CHECK_MS = 1000;
+
+/** Device and inode of what the path names (not following a link); null when nothing is there. */
+function fileAt(path: string): { dev: number; ino: number } | null {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  return st ? { dev: st.dev, ino: st.ino } : null;
+}
 
 /**
  * A client that reached end of input with requests in flight is either half-closed (`nc`: still
@@ -315,12 +331,23 @@ export class SocketTransport {
   private nextId = 0;
   private readonly counters: Counters = { droppedChunks: 0, pausedClients: 0, cutOffClients: 0, refusedClients: 0 };
   private refusing = false; // at MAX_CLIENTS: the first refusal of a run is logged
+  private bound: { dev: number; ino: number } | null = null; // the socket file the server made
+  private watch: NodeJS.Timeout | null = null; // PATH_CHECK_MS
+  private rebinding = false;
+  private lost: string | null = null; // why nobody can connect at the path, while that holds
 
   constructor(private readonly o: SocketTransportOptions) {}
 
   async start(): Promise<void> {
     createPrivateDirs(dirname(this.o.path)); // 0750 like the store's: the socket's group may enter
     await clearStale(this.o.path);
+    this.server = await this.listen();
+    this.watch = setInterval(() => void this.checkPath(), PATH_CHECK_MS).unref();
+    this.o.log.info({ path: this.o.path }, 'socket listening');
+  }
+
+  /** Binds a new listening socket at the path, mode 0660, and remembers which file it is. */
+  private async listen(): Promise<Server> {
     // allowHalfOpen: a client that closes its sending side (`printf … | nc -U`) still gets its
     // answers; we end the connection once its last request has been answered.
     const server = createServer({ allowHalfOpen: true }, (sock) => this.accept(sock));
@@ -338,8 +365,43 @@ export class SocketTransport {
       process.umask(old);
     }
     chmodSync(this.o.path, 0o660);
-    this.server = server;
-    this.o.log.info({ path: this.o.path }, 'socket listening');
+    this.bound = fileAt(this.o.path);
+    return server;
+  }
+
+  /** What the socket path names now: the socket file the server made, nothing, or another file. */
+  private pathState(): 'ours' | 'gone' | 'other' {
+    const now = fileAt(this.o.path);
+    if (!now) return 'gone';
+    return now.dev === this.bound?.dev && now.ino === this.bound.ino ? 'ours' : 'other';
+  }
+
+  /** PATH_CHECK_MS: binds again when the socket file is gone; says so when another file took its place. */
+  private async checkPath(): Promise<void> {
+    const state = this.pathState();
+    if (this.rebinding || !this.server || state === 'ours') return;
+    if (state === 'other') {
+      this.setLost(`${this.o.path} is no longer this daemon's socket and is not one; nobody can connect`);
+      return;
+    }
+    this.rebinding = true;
+    try {
+      this.server.close(); // its file is gone; connections made through it are still served
+      createPrivateDirs(dirname(this.o.path));
+      this.server = await this.listen();
+      this.lost = null;
+      this.o.log.warn({ path: this.o.path }, 'socket file was deleted; listening at the path again');
+    } catch (e) {
+      this.setLost(`socket file deleted; listening at ${this.o.path} again failed (retried every ${PATH_CHECK_MS} ms): ${(e as Error).message}`);
+    } finally {
+      this.rebinding = false;
+    }
+  }
+
+  /** Health says `down` with this reason; logged when it changes, not on every check. */
+  private setLost(reason: string): void {
+    if (reason !== this.lost) this.o.log.error({ path: this.o.path }, reason);
+    this.lost = reason;
   }
 
   private accept(sock: Socket): void {
@@ -363,21 +425,28 @@ export class SocketTransport {
 
   health(): ComponentHealth {
     if (!this.server) return { status: 'down', reason: 'not listening' };
+    if (this.lost) return { status: 'down', reason: this.lost };
     let unsent = 0;
     for (const c of this.clients) unsent += c.writableLength;
     return { status: 'ok', clients: this.clients.size, clients_not_reading: this.counters.pausedClients, unsent_bytes: unsent, dropped_chunks: this.counters.droppedChunks, cut_off_clients: this.counters.cutOffClients, refused_clients: this.counters.refusedClients };
   }
 
+  /**
+   * Ends every connection (their pending replies flush; stragglers are destroyed after 1 s) and
+   * closes the listening socket, which removes its file (libuv unlinks the path at close). So one
+   * whose path now names another file is not closed, only unreferenced: that file is not ours.
+   */
   async stop(): Promise<void> {
+    if (this.watch) clearInterval(this.watch);
     const server = this.server;
     if (!server) return;
     this.server = null;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const clientsGone = Promise.all([...this.clients].map((c) => new Promise((resolve) => c.once('close', resolve))));
+    if (this.pathState() === 'other') server.unref();
+    else server.close();
     for (const c of this.clients) c.end();
-    // end() lets pending replies flush; destroy stragglers that never close.
     const t = setTimeout(() => this.clients.forEach((c) => c.destroy()), 1000).unref();
-    await closed;
+    await clientsGone;
     clearTimeout(t);
-    if (existsSync(this.o.path)) unlinkSync(this.o.path);
   }
 }
