@@ -13,6 +13,7 @@ import { Dispatcher } from './dispatcher.js';
 import { EngineSupervisor } from './engine-supervisor.js';
 import { overallState, type ComponentHealth, type Components } from './health.js';
 import { SystemdNotifier } from './lifecycle/notify.js';
+import { listeners, listenOn, preflight, StartupError } from './lifecycle/preflight.js';
 import { createLogger } from './logger.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { summarize } from './store/stats.js';
@@ -99,6 +100,7 @@ export class Controller {
   private async startParts(): Promise<void> {
     const { cfg, log } = this;
     try {
+      await preflight(cfg); // a port or socket in use fails here, before the model load
       if (cfg.store.enabled) {
         // A store that cannot open its file starts degraded (see store.ts); only a newer schema throws.
         this.store = new Store(cfg.store.path, {
@@ -126,20 +128,7 @@ export class Controller {
         defaultDeadlineMs: cfg.limits.default_deadline_ms,
         onFinal: (row, run) => this.observeMetrics(row, run),
       });
-      if (cfg.mqtt.enabled) {
-        let port = cfg.mqtt.port;
-        if (cfg.mqtt.embedded) {
-          this.broker = await startEmbeddedBroker('127.0.0.1', cfg.mqtt.port);
-          port = this.broker.port;
-          log.info({ port }, 'embedded MQTT broker listening on 127.0.0.1');
-        }
-        this.mqtt = new MqttTransport({ cfg: { ...cfg.mqtt, host: cfg.mqtt.embedded ? '127.0.0.1' : cfg.mqtt.host }, nodeId: cfg.node_id, port, dispatcher: this.dispatcher, log, info: () => this.info(), homeassistant: cfg.homeassistant, maxPayloadBytes: cfg.limits.max_payload_bytes });
-        await this.mqtt.start();
-      }
-      if (cfg.socket.enabled) {
-        this.socket = new SocketTransport({ path: cfg.socket.path, dispatcher: this.dispatcher, maxLineBytes: cfg.limits.max_payload_bytes, maxInFlight: cfg.socket.max_in_flight, log });
-        await this.socket.start();
-      }
+      await this.startTransports(this.dispatcher);
       this.startLoadFeed();
       await this.startMetricsServer();
       if (cfg.telemetry.enabled) {
@@ -158,10 +147,32 @@ export class Controller {
       this.startWatchdog();
       log.info({ base: this.mqtt?.base, socket: this.socket ? cfg.socket.path : null, broker_port: this.broker?.port }, 'bitad ready');
     } catch (e) {
-      if (!(e instanceof StartAborted)) log.error({ err: e }, 'start failed; stopping what started');
+      // An expected fault (a port or socket in use) is said by its message; anything else keeps its stack.
+      if (e instanceof StartupError) log.error({ setting: e.setting, code: e.code, reason: e.message }, 'start failed; stopping what started');
+      else if (!(e instanceof StartAborted)) log.error({ err: e }, 'start failed; stopping what started');
       await this.shutDown();
       if (!(e instanceof StartAborted)) throw e;
       log.info('stopped before it was ready');
+    }
+  }
+
+  /** The embedded broker (when configured), MQTT and the Unix socket, each serving the dispatcher. */
+  private async startTransports(dispatcher: Dispatcher): Promise<void> {
+    const { cfg, log } = this;
+    if (cfg.mqtt.enabled) {
+      let port = cfg.mqtt.port;
+      const broker = listeners(cfg).broker;
+      if (broker) {
+        this.broker = await listenOn(broker, () => startEmbeddedBroker(broker.host, broker.port));
+        port = this.broker.port;
+        log.info({ port }, `embedded MQTT broker listening on ${broker.host}`);
+      }
+      this.mqtt = new MqttTransport({ cfg: { ...cfg.mqtt, host: broker ? broker.host : cfg.mqtt.host }, nodeId: cfg.node_id, port, dispatcher, log, info: () => this.info(), homeassistant: cfg.homeassistant, maxPayloadBytes: cfg.limits.max_payload_bytes });
+      await this.mqtt.start();
+    }
+    if (cfg.socket.enabled) {
+      this.socket = new SocketTransport({ path: cfg.socket.path, dispatcher, maxLineBytes: cfg.limits.max_payload_bytes, maxInFlight: cfg.socket.max_in_flight, log });
+      await this.socket.start();
     }
   }
 
@@ -248,10 +259,10 @@ export class Controller {
 
   private async startMetricsServer(): Promise<void> {
     if (!this.metrics) return;
-    const { host, port } = this.cfg.metrics;
-    this.metricsServer = new MetricsServer(this.metrics.registry, host, port, this.log);
-    await this.metricsServer.start();
-    this.log.info({ url: `http://${host}:${this.metricsServer.port}/metrics` }, 'Prometheus metrics listening');
+    const at = listeners(this.cfg).metrics!;
+    const server = (this.metricsServer = new MetricsServer(this.metrics.registry, at.host, at.port, this.log));
+    await listenOn(at, () => server.start());
+    this.log.info({ url: `http://${at.host}:${server.port}/metrics` }, 'Prometheus metrics listening');
   }
 
   private metricsSources() {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { buildConfig, checkFiles, ConfigError, loadConfig, PACKAGE_ROOT } from '../../src/daemon/config/load.js';
+import { buildConfig, ConfigError, loadConfig, PACKAGE_ROOT } from '../../src/daemon/config/load.js';
 import { envLeaves } from '../../src/daemon/config/env.js';
 import { configSchema } from '../../src/daemon/config/schema.js';
 
@@ -60,6 +60,34 @@ t.test('a bad environment value names the variable; an unknown BITAD_ variable i
   t.same(p.sort(), ['BITAD_MQTT_HOSTT: unknown environment variable (no such config key)', 'queue.capacity: must be integer (from BITAD_QUEUE_CAPACITY)']);
 });
 
+t.test('a configuration error names the file, and the variable when a value came from one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bitad-cfgsrc-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const f = join(dir, 'bad.yaml');
+  writeFileSync(f, 'mqtt:\n  port: "abc"\n');
+  const message = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return '';
+  };
+  t.equal(message(() => loadConfig(f, { env: {} })), `invalid configuration in ${f}:\n  mqtt.port: must be integer`);
+  writeFileSync(f, 'node_id: b\n');
+  t.equal(message(() => loadConfig(f, { env: { BITAD_MQTT_PORT: 'abc' } })), `invalid configuration in ${f}:\n  mqtt.port: must be integer (from BITAD_MQTT_PORT)`);
+  t.equal(message(() => loadConfig(undefined, { env: { BITAD_MQTT_PORT: 'abc' } })), 'invalid configuration:\n  mqtt.port: must be integer (from BITAD_MQTT_PORT)', 'no file, no file named');
+  t.match(message(() => loadConfig(join(dir, 'missing.yaml'), { env: {} })), /^invalid configuration in .*missing\.yaml:\n  cannot read \(ENOENT/);
+  // Checks after the schema name the variable too: a long socket path or a TLS file set in the unit's environment.
+  t.match(problems(() => buildConfig({}, { env: { BITAD_SOCKET_PATH: `/tmp/${'x'.repeat(110)}` } })), [/^socket\.path: .* bytes; .* \(from BITAD_SOCKET_PATH\)$/]);
+  const tls = { BITAD_MQTT_EMBEDDED: 'false', BITAD_MQTT_TLS_ENABLED: 'true', BITAD_MQTT_TLS_CA: join(dir, 'missing.pem') };
+  t.match(problems(() => loadConfig(f, { env: tls, checkFiles: true })), [/^mqtt\.tls\.ca: cannot read .*missing\.pem \(ENOENT\) \(from BITAD_MQTT_TLS_CA\)$/]);
+  writeFileSync(f, 'mqtt:\n  port: "abc"\n');
+  const run = spawnSync(process.execPath, ['--import', 'tsx', join(PACKAGE_ROOT, 'src/cli/main.ts'), 'start', '--config', f], { env: { ...process.env }, encoding: 'utf8', timeout: 180_000 });
+  t.equal(run.status, 2, 'bitad start exits 2');
+  t.equal(run.stderr, `bitad: invalid configuration in ${f}:\n  mqtt.port: must be integer\n`);
+});
+
 t.test('every config leaf has a distinct environment variable', async (t) => {
   const names = envLeaves(configSchema as never).map((l) => l.name);
   t.equal(new Set(names).size, names.length);
@@ -97,10 +125,10 @@ t.test('unreadable TLS files are configuration errors naming the key, checked be
   const dir = mkdtempSync(join(tmpdir(), 'bitad-tlscfg-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'ca.pem'), 'not checked here, only readable');
-  const cfg = (tls: Record<string, unknown>) => buildConfig({ mqtt: { embedded: false, tls } }, { env: {} });
-  t.same(problems(() => checkFiles(cfg({ enabled: true, ca: join(dir, 'ca.pem') }))), [], 'a readable CA passes');
-  t.same(problems(() => checkFiles(cfg({ enabled: false, ca: join(dir, 'missing.pem') }))), [], 'ignored while TLS is off');
-  t.match(problems(() => checkFiles(cfg({ enabled: true, ca: join(dir, 'missing.pem'), key: join(dir, 'nokey.pem') }))), [
+  const checked = (tls: Record<string, unknown>) => buildConfig({ mqtt: { embedded: false, tls } }, { env: {}, checkFiles: true });
+  t.same(problems(() => checked({ enabled: true, ca: join(dir, 'ca.pem') })), [], 'a readable CA passes');
+  t.same(problems(() => checked({ enabled: false, ca: join(dir, 'missing.pem') })), [], 'ignored while TLS is off');
+  t.match(problems(() => checked({ enabled: true, ca: join(dir, 'missing.pem'), key: join(dir, 'nokey.pem') })), [
     /^mqtt\.tls\.ca: cannot read .*missing\.pem \(ENOENT/,
     /^mqtt\.tls\.key: cannot read .*nokey\.pem \(ENOENT/,
   ]);

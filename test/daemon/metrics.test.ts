@@ -273,7 +273,7 @@ t.test('a port already taken fails the start and stops what started', async (t) 
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => blocker.close(() => r())));
   const port = (blocker.address() as { port: number }).port;
-  await t.rejects(startDaemon('taken', { enabled: true, port }), { code: 'EADDRINUSE' });
+  await t.rejects(startDaemon('taken', { enabled: true, port }), { code: 'EADDRINUSE', setting: 'metrics.port', message: /port \d+ on 127\.0\.0\.1 is in use/ });
 });
 
 t.test('DaemonMetrics: plain-mode requests and rejections leave the spec and latency metrics alone', async (t) => {

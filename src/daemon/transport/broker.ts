@@ -15,13 +15,19 @@ export async function startEmbeddedBroker(host: string, port: number): Promise<E
   const { Aedes } = await import('aedes');
   const aedes = await Aedes.createBroker();
   const server: Server = createServer({ noDelay: true }, aedes.handle);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (e) {
+    // The port was taken: aedes's heartbeat timer would otherwise keep the failed daemon alive.
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    throw e;
+  }
   return {
     port: (server.address() as AddressInfo).port,
     close: () =>

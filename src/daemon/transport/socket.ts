@@ -9,10 +9,11 @@
  * lines were all not requests is closed (see there).
  */
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { createPrivateDirs } from '../private-dirs.js';
+import { socketListenFailure, socketPathState } from '../lifecycle/preflight.js';
 import type { Dispatcher, ReplyChannel } from '../dispatcher.js';
 import type { ComponentHealth } from '../health.js';
 import { errorReply, type ErrorCode, type FinalReply, type Reply } from '../protocol/envelope.js';
@@ -26,26 +27,9 @@ export interface SocketTransportOptions {
   log: Logger;
 }
 
-/**
- * Refuses to steal the socket of a running daemon; removes a stale socket left by a crash. Only a
- * socket that refuses connections is stale: any other file at the path (a mistyped `socket.path`
- * naming the database, say) or a socket we may not connect to (another user's live daemon) is left
- * alone and fails the start.
- */
+/** Refuses to steal the socket of a running daemon; removes a stale one (the rule: preflight.ts socketPathState). */
 async function clearStale(path: string): Promise<void> {
-  const st = lstatSync(path, { throwIfNoEntry: false });
-  if (!st) return;
-  if (!st.isSocket()) throw new Error(`socket.path ${path} exists and is not a socket; not removing it`);
-  const refused = await new Promise<string | null>((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(null);
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
-  });
-  if (refused !== 'ECONNREFUSED') throw new Error(`socket ${path} is in use by another process${refused ? ` (${refused})` : ''}`);
-  unlinkSync(path);
+  if ((await socketPathState(path)) === 'stale') unlinkSync(path);
 }
 
 /**
@@ -355,9 +339,10 @@ export class SocketTransport {
     const old = process.umask(0o117);
     try {
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        const failed = (e: Error) => reject(socketListenFailure(this.o.path, e));
+        server.once('error', failed);
         server.listen(this.o.path, () => {
-          server.off('error', reject);
+          server.off('error', failed);
           resolve();
         });
       });

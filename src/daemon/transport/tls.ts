@@ -15,7 +15,7 @@ export function configTls(tls: BitadConfig['mqtt']['tls']): TlsFiles | null {
   return tls.enabled ? { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.reject_unauthorized } : null;
 }
 
-/** The PEM files read (config/load.ts checkFiles has checked they are readable at start). */
+/** The PEM files read (config/load.ts BuildOptions.checkFiles has checked they are readable at start). */
 export function tlsClientOptions(t: TlsFiles | null): Pick<IClientOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized'> {
   if (!t) return {};
   return {
